@@ -1,0 +1,54 @@
+"""Model specs to backend instances.
+
+A spec is ``PREFIX`` or ``PREFIX:ARGUMENT`` (see DESIGN.md). Built-in backends are registered by
+module path so that resolving ``mock`` never imports torch; plugins call ``register_backend``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from cai.backends._protocol import Backend
+from cai.errors import InputError
+
+Factory = Callable[..., Backend]
+
+_BUILTIN: dict[str, str] = {
+    "mock": "cai.backends._mock:MockBackend",
+    "embedded": "cai.backends._hf:HFBackend",
+    "hf": "cai.backends._hf:HFBackend",
+    "run": "cai.backends._hf:HFBackend",
+    "openai": "cai.backends._openai:OpenAIBackend",
+}
+_REGISTERED: dict[str, Factory] = {}
+
+
+def register_backend(prefix: str, factory: Factory) -> None:
+    """Make ``prefix:...`` specs resolve to ``factory(spec, **options)``."""
+    _REGISTERED[prefix] = factory
+
+
+def backend_names() -> list[str]:
+    """Every spec prefix that resolves."""
+    return sorted({*_BUILTIN, *_REGISTERED})
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """Split ``prefix:argument``; raise InputError for an unknown prefix."""
+    prefix, _, arg = spec.partition(":")
+    if prefix not in _BUILTIN and prefix not in _REGISTERED:
+        known = ", ".join(backend_names())
+        raise InputError(f"unknown model spec {spec!r}: the prefix must be one of {known}")
+    return prefix, arg
+
+
+def load_backend(spec: str, **options: Any) -> Backend:
+    """Instantiate the backend a spec names. Options go to the backend's constructor."""
+    prefix, _ = parse_spec(spec)
+    if prefix in _REGISTERED:
+        return _REGISTERED[prefix](spec, **options)
+    module_name, _, attr = _BUILTIN[prefix].partition(":")
+    factory: Factory = getattr(importlib.import_module(module_name), attr)
+    return factory(spec, **options)

@@ -1,0 +1,128 @@
+"""Strict JSONL files: each line one pydantic record.
+
+A crash can leave a last line without its newline; on resume that torn tail is cut off (it was
+never a complete record) and everything before it is kept. A broken line anywhere else is an
+error naming the file and line, never skipped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from cai.errors import InputError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "record"
+    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{loc}: {err['msg']}{more}"
+
+
+def read_jsonl_dicts(path: str | Path, *, allow_torn_tail: bool = False) -> Iterator[dict[str, Any]]:
+    """Yield each line as a dict. Blank lines are skipped; a bad line raises InputError.
+
+    With ``allow_torn_tail`` a final line that has no newline and does not parse is ignored
+    (the signature of a crash mid-write).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file")
+    with p.open("rb") as fh:
+        lines = fh.read().split(b"\n")
+    last = len(lines)
+    for lineno, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            if allow_torn_tail and lineno == last:
+                return
+            raise InputError(f"{p}:{lineno}: not valid JSON ({exc})") from None
+        if not isinstance(obj, dict):
+            raise InputError(f"{p}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        yield obj
+
+
+def read_jsonl(
+    path: str | Path, model: type[M], *, allow_torn_tail: bool = False
+) -> Iterator[M]:
+    """Yield validated records; a line that does not match ``model`` names file:line."""
+    p = Path(path)
+    lineno = 0
+    for lineno, obj in enumerate(read_jsonl_dicts(p, allow_torn_tail=allow_torn_tail), 1):
+        try:
+            yield model.model_validate(obj)
+        except ValidationError as exc:
+            # Line numbers count records here only when there are no blank lines; re-find it.
+            raise InputError(f"{p}:{_line_of(p, lineno)}: {_first_error(exc)}") from None
+
+
+def _line_of(path: Path, record_no: int) -> int:
+    seen = 0
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if raw.strip():
+                seen += 1
+                if seen == record_no:
+                    return lineno
+    return record_no
+
+
+class JsonlWriter:
+    """Append-only writer that resumes: existing complete records are kept and their ids known.
+
+    ``done`` holds the ids already on disk, so a stage skips them and never writes a record twice.
+    Each ``write`` is flushed and fsynced so an interrupted run loses at most the line in flight.
+    """
+
+    def __init__(self, path: str | Path, model: type[BaseModel], *, key: str = "id") -> None:
+        self.path = Path(path)
+        self.model = model
+        self.key = key
+        self.done: set[str] = set()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            self._repair_and_index()
+        self._fh = self.path.open("a", encoding="utf-8")
+
+    def _repair_and_index(self) -> None:
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            # Torn tail from a crash: keep everything up to the last complete line.
+            cut = data.rfind(b"\n") + 1
+            with self.path.open("r+b") as fh:
+                fh.truncate(cut)
+        for rec in read_jsonl(self.path, self.model):
+            self.done.add(str(getattr(rec, self.key)))
+
+    def write(self, record: BaseModel) -> None:
+        rid = str(getattr(record, self.key))
+        if rid in self.done:
+            return
+        self._fh.write(record.model_dump_json() + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self.done.add(rid)
+
+    def write_all(self, records: Iterable[BaseModel]) -> None:
+        for r in records:
+            self.write(r)
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> JsonlWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
