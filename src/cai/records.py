@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import string
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -176,6 +177,94 @@ class SFTExample(Strict):
     """Id of the trace record it came from."""
     messages: list[Message]
     """user prompt then assistant answer."""
+
+
+class PairRecord(Strict):
+    """Two responses to one prompt, to be compared by AI feedback."""
+
+    version: Literal[1] = 1
+    """Schema version."""
+    id: str
+    """Record id (usually the prompt id)."""
+    prompt: PromptRecord
+    """The prompt both responses answer."""
+    response_a: str
+    """First response."""
+    response_b: str
+    """Second response."""
+    models: dict[str, str]
+    """Model spec per role (policy) that sampled the responses."""
+    seeds: list[int]
+    """Sampling seed of each response."""
+    source: str = "sampled"
+    """'sampled' from a policy, or the file the pair was read from."""
+
+
+class PreferenceRecord(Strict):
+    """An AI-feedback preference in TRL's conversational preference format, plus provenance.
+
+    ``prompt``/``chosen``/``rejected`` are what TRL's DPOTrainer and RewardTrainer read; the other
+    fields say how confident the label is and what produced it.
+    """
+
+    version: Literal[1] = 1
+    """Schema version."""
+    id: str
+    """Record id (the pair id)."""
+    prompt: list[Message]
+    """The conversation up to the compared turn (TRL conversational format)."""
+    chosen: list[Message]
+    """The preferred assistant turn."""
+    rejected: list[Message]
+    """The other assistant turn."""
+    soft_label: float = Field(ge=0.0, le=1.0)
+    """Probability that ``chosen`` is better, averaged over both presentation orders (>= 0.5)."""
+    margin: float
+    """Order-averaged log-probability margin of the chosen option over the other."""
+    principle_ids: list[str]
+    """Principles the comparison was made under (several for ensembles)."""
+    models: dict[str, str]
+    """Model spec per role (policy, feedback)."""
+    template_version: str
+    """Feedback prompt template name/revision."""
+    seed: int
+    """Seed for principle sampling."""
+
+
+class PromptTemplate(Strict):
+    """A named set of prompt parts with ``{variable}`` placeholders, loaded from a package file.
+
+    Prompts are data: logic renders a part by name and never assembles prompt text inline.
+    """
+
+    version: Literal[1] = 1
+    """Schema version of the template file."""
+    name: str
+    """Template family name, for example 'sl_cai'."""
+    revision: int
+    """Bumped whenever the wording changes; recorded with every output as NAME/REVISION."""
+    description: str = ""
+    """What the template is for."""
+    variables: list[str]
+    """Every placeholder any part may use."""
+    parts: dict[str, str]
+    """Named prompt parts (system text, user turns, prefills...)."""
+
+    @property
+    def id(self) -> str:
+        """NAME/REVISION, the value stored in records as the template version."""
+        return f"{self.name}/{self.revision}"
+
+    def placeholders(self, part: str) -> set[str]:
+        """Names used as {placeholders} in one part."""
+        return {f for _, f, _, _ in string.Formatter().parse(self.parts[part]) if f}
+
+    def render(self, part: str, **values: str) -> str:
+        """Fill one part. Every placeholder it uses must be given."""
+        missing = self.placeholders(part) - values.keys()
+        if missing:
+            raise KeyError(f"template {self.id} part {part!r} needs {sorted(missing)}")
+        return self.parts[part].format(**values)
 
 
 def digest(obj: object, length: int = 16) -> str:

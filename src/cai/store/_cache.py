@@ -23,7 +23,7 @@ MIGRATIONS: list[tuple[str, str]] = [
             kind TEXT NOT NULL,
             request TEXT NOT NULL,
             response TEXT NOT NULL,
-            created REAL NOT NULL DEFAULT (unixepoch('subsec'))
+            created REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
         );
         CREATE INDEX responses_model ON responses(model);
         """,

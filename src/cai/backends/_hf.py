@@ -1,0 +1,492 @@
+"""The transformers backend: ``embedded``, ``hf:PATH_OR_ID[@revision][+ADAPTER]`` and ``run:DIR``.
+
+Owns: resolving those specs to a model dir (plus an optional PEFT adapter), loading the model on
+one device, batched chat generation (sorted by length, left-padded, stop strings, seeds) and
+batched log-probability scoring of candidate continuations.
+Must not know: constitutions, prompt templates, caches or any workflow. torch, transformers and
+peft are imported only when a model is loaded, never when this module is imported.
+
+Batching: requests are sorted longest first (an out-of-memory batch shows up at once, not after an
+hour) and cut into batches of at most ``batch_size`` requests and ``max_batch_tokens`` padded
+tokens (prompt plus new tokens). A batch that runs out of memory is split in half and retried;
+any other runtime failure turns that batch's requests into ``finish_reason='error'`` results.
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from cai.backends._embedded import EMBEDDED_NAME, embedded_model_dir
+from cai.errors import BackendError, InputError, missing
+from cai.records import Generation, GenerationRequest, Message, SamplingParams, ScoreRequest
+
+__all__ = ["GenerationStats", "HFBackend", "ModelSource", "embedded_model_dir", "resolve_spec"]
+
+# Used only for a tokenizer without a chat template (a base model): plain ChatML.
+_FALLBACK_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + "
+    "message['content'] + '<|im_end|>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+_DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+}
+# Exceptions that mean our code (not the model or the input) is wrong: never turned into results.
+_BUGS = (TypeError, AttributeError, NameError, ImportError, AssertionError)
+K = TypeVar("K")
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a spec's weights come from."""
+
+    model: str
+    """Local model dir or hub id of the (base) model."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) of ``model``."""
+    adapter: Path | None = None
+    """PEFT adapter dir loaded on top of ``model`` (merged for speed)."""
+    tokenizer: str | None = None
+    """Where the tokenizer is read from (default: ``model``)."""
+
+
+@dataclass
+class GenerationStats:
+    """Progress of the current (or last) ``generate`` call; updated after every batch."""
+
+    requests: int = 0
+    """Requests in the call."""
+    done: int = 0
+    """Requests finished so far."""
+    batches: int = 0
+    """Batches run so far."""
+    prompt_tokens: int = 0
+    """Prompt tokens of the finished requests."""
+    completion_tokens: int = 0
+    """Tokens generated so far."""
+    seconds: float = 0.0
+    """Wall time so far."""
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Generated tokens per second of wall time."""
+        return self.completion_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+def resolve_spec(spec: str, cache_dir: str | Path | None = None) -> ModelSource:
+    """Turn ``embedded``, ``hf:...`` or ``run:DIR`` into a ModelSource; InputError if unusable.
+
+    ``embedded`` is converted to its cache dir on first use (see ``embedded_model_dir``).
+    """
+    prefix, _, arg = spec.partition(":")
+    if prefix == "embedded":
+        if arg:
+            raise InputError(f"model spec {spec!r}: 'embedded' takes no argument")
+        return ModelSource(str(embedded_model_dir(cache_dir)))
+    if prefix == "run":
+        if not arg:
+            raise InputError(f"model spec {spec!r}: expected run:DIR")
+        return _local_source(Path(arg).expanduser(), spec, cache_dir)
+    if prefix != "hf" or not arg:
+        raise InputError(f"model spec {spec!r}: expected embedded, hf:PATH_OR_ID or run:DIR")
+    if Path(arg).expanduser().exists():
+        return _local_source(Path(arg).expanduser(), spec, cache_dir)
+    base, plus, adapter = arg.partition("+")
+    if plus:
+        adapter_dir = Path(adapter).expanduser()
+        if not (adapter_dir / "adapter_config.json").is_file():
+            raise InputError(f"{adapter}: not a PEFT adapter dir (no adapter_config.json)")
+        src = _base_source(base, spec, cache_dir)
+        tok = str(adapter_dir) if _has_tokenizer(adapter_dir) else src.tokenizer
+        return ModelSource(src.model, src.revision, adapter_dir, tok)
+    return _base_source(base, spec, cache_dir)
+
+
+def _base_source(name: str, spec: str, cache_dir: str | Path | None) -> ModelSource:
+    """A base model named by ``embedded``, a local dir, or a hub id with optional @revision."""
+    if name == "embedded":
+        return ModelSource(str(embedded_model_dir(cache_dir)))
+    path = Path(name).expanduser()
+    if path.exists():
+        return _local_source(path, spec, cache_dir)
+    if path.name == EMBEDDED_NAME:
+        # An adapter trained on the embedded model whose cache has since been removed (or lives
+        # under another cache root): rebuild the cache where the adapter expects it.
+        return ModelSource(str(embedded_model_dir(path.parent.parent)))
+    if name.startswith(("/", ".", "~")) or "\\" in name:
+        raise InputError(f"{name}: no such model directory (model spec {spec!r})")
+    model_id, at, revision = name.rpartition("@")
+    if at and "/" not in revision:
+        return ModelSource(model_id, revision or None)
+    return ModelSource(name)
+
+
+def _local_source(path: Path, spec: str, cache_dir: str | Path | None) -> ModelSource:
+    """A local full-model dir, or a PEFT adapter dir whose config names its base model."""
+    if not path.is_dir():
+        raise InputError(f"{path}: no such model directory (model spec {spec!r})")
+    adapter_config = path / "adapter_config.json"
+    if adapter_config.is_file():
+        try:
+            base = json.loads(adapter_config.read_text(encoding="utf-8"))["base_model_name_or_path"]
+        except (ValueError, KeyError, TypeError):
+            raise InputError(f"{adapter_config}: no base_model_name_or_path") from None
+        src = _base_source(str(base), spec, cache_dir)
+        tok = str(path) if _has_tokenizer(path) else src.tokenizer
+        return ModelSource(src.model, src.revision, path, tok)
+    if not (path / "config.json").is_file():
+        raise InputError(f"{path}: not a model directory (no config.json or adapter_config.json)")
+    return ModelSource(str(path))
+
+
+def _has_tokenizer(path: Path) -> bool:
+    return (path / "tokenizer_config.json").is_file() or (path / "tokenizer.json").is_file()
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError:
+        raise missing("torch", "hf") from None
+    return torch
+
+
+class HFBackend:
+    """A transformers causal LM on one device, batch-first.
+
+    ``cache_dir`` is the cai cache root for the embedded model's converted copy (default
+    ``$CAI_CACHE_DIR`` or ``~/.cache/cai``). ``dtype='auto'`` is bfloat16 (on CPU it generates
+    about twice as fast as float32 in batches). ``on_progress``, when set, is called with
+    ``last_stats`` after every batch.
+    """
+
+    def __init__(
+        self,
+        spec: str,
+        *,
+        device: str = "cpu",
+        dtype: str = "auto",
+        batch_size: int = 16,
+        cache_dir: str | Path | None = None,
+        max_batch_tokens: int = 16384,
+    ) -> None:
+        if batch_size < 1 or max_batch_tokens < 1:
+            raise InputError("batch_size and max_batch_tokens must be at least 1")
+        self.spec = spec
+        self.device = device
+        self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.source = resolve_spec(spec, cache_dir)
+        self.last_stats = GenerationStats()
+        self.on_progress: Callable[[GenerationStats], None] | None = None
+        torch = _torch()
+        self._torch = torch
+        self.dtype = _resolve_dtype(torch, dtype, device)
+        self.model, self.tokenizer = self._load()
+        self._pad_id, self._eos_ids = self._special_ids()
+        # Finished rows of a batch are filled with pad, so pad also marks the end of a row.
+        self._end_ids = self._eos_ids | {self._pad_id}
+
+    # -- loading ----------------------------------------------------------------------------
+
+    def _load(self) -> tuple[Any, Any]:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        src = self.source
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                src.model, revision=src.revision, dtype=self.dtype
+            )
+            tokenizer = AutoTokenizer.from_pretrained(
+                src.tokenizer or src.model, revision=None if src.tokenizer else src.revision
+            )
+            if src.adapter is not None:
+                try:
+                    from peft import PeftModel
+                except ImportError:
+                    raise missing("peft", "train") from None
+                model = PeftModel.from_pretrained(model, str(src.adapter)).merge_and_unload()
+        except OSError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(
+                f"model spec {self.spec!r}: cannot load {src.model}: {first}"
+            ) from None
+        model.to(self.device).eval()
+        if not getattr(tokenizer, "chat_template", None):
+            tokenizer.chat_template = _FALLBACK_TEMPLATE
+        return model, tokenizer
+
+    def _special_ids(self) -> tuple[int, frozenset[int]]:
+        ends: set[int] = set()
+        configured = getattr(self.model.generation_config, "eos_token_id", None)
+        for value in configured if isinstance(configured, list) else [configured]:
+            if value is not None:
+                ends.add(int(value))
+        if self.tokenizer.eos_token_id is not None:
+            ends.add(int(self.tokenizer.eos_token_id))
+        pad = self.tokenizer.pad_token_id
+        if pad is None:
+            pad = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
+            self.tokenizer.pad_token_id = pad
+        return int(pad), frozenset(ends)
+
+    # -- prompts ----------------------------------------------------------------------------
+
+    def render(self, messages: Sequence[Message], prefill: str = "") -> str:
+        """The prompt text the model continues: chat template, generation prompt, prefill."""
+        chat = [{"role": m.role, "content": m.content} for m in messages]
+        text = self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+        return str(text) + prefill
+
+    def _ids(self, text: str) -> list[int]:
+        # The chat template already holds any BOS/special tokens the model expects.
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _left_pad(self, rows: Sequence[list[int]]) -> tuple[Any, Any]:
+        torch = self._torch
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            if row:
+                ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+                mask[i, width - len(row) :] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _batches(
+        self, items: list[tuple[K, list[int]]], extra: int
+    ) -> Iterator[list[tuple[K, list[int]]]]:
+        """Longest first; at most batch_size rows and max_batch_tokens padded tokens a batch.
+
+        ``extra`` is the number of tokens each row grows by (max_new_tokens when generating).
+        """
+        ordered = sorted(items, key=lambda it: len(it[1]), reverse=True)
+        batch: list[tuple[K, list[int]]] = []
+        for item in ordered:
+            if batch:
+                width = len(batch[0][1])  # the longest row: rows come longest first
+                over = (len(batch) + 1) * (width + extra) > self.max_batch_tokens
+                if len(batch) >= self.batch_size or over:
+                    yield batch
+                    batch = []
+            batch.append(item)
+        if batch:
+            yield batch
+
+    # -- generation -------------------------------------------------------------------------
+
+    def generate(
+        self, requests: Sequence[GenerationRequest], params: SamplingParams
+    ) -> list[Generation]:
+        """Continue each chat; results in request order. A failed batch gives error results."""
+        start = time.perf_counter()
+        stats = GenerationStats(requests=len(requests))
+        self.last_stats = stats
+        results: list[Generation | None] = [None] * len(requests)
+        prompts: list[tuple[int, list[int]]] = []
+        for i, request in enumerate(requests):
+            try:
+                prompts.append((i, self._ids(self.render(request.messages, request.prefill))))
+            except _BUGS:
+                raise
+            except Exception as exc:  # a template that rejects this conversation
+                results[i] = _error(f"cannot render the chat: {exc}")
+        for number, batch in enumerate(self._batches(prompts, params.max_new_tokens)):
+            run = functools.partial(self._generate, params=params, number=number)
+            try:
+                outs = _split_on_oom(self._torch, batch, run)
+            except _BUGS:
+                raise
+            except Exception as exc:
+                outs = [_error(f"{type(exc).__name__}: {exc}")] * len(batch)
+            for (i, ids), gen in zip(batch, outs, strict=True):
+                results[i] = gen
+                stats.prompt_tokens += len(ids)
+                stats.completion_tokens += gen.completion_tokens
+            stats.done += len(batch)
+            stats.batches += 1
+            stats.seconds = time.perf_counter() - start
+            if self.on_progress is not None:
+                self.on_progress(stats)
+        stats.done = len(requests)
+        stats.seconds = time.perf_counter() - start
+        return [g if g is not None else _error("not generated") for g in results]
+
+    def _generate(
+        self, batch: list[tuple[int, list[int]]], params: SamplingParams, number: int
+    ) -> list[Generation]:
+        torch = self._torch
+        ids, mask = self._left_pad([row for _, row in batch])
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": params.max_new_tokens,
+            "pad_token_id": self._pad_id,
+            "eos_token_id": sorted(self._eos_ids) or None,
+        }
+        if params.temperature > 0:
+            # The seed depends on the call's seed and the batch number only, so a rerun of the
+            # same requests with the same seed samples the same text.
+            torch.manual_seed((params.seed * 1_000_003 + number) % 2**63)
+            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
+            kwargs["top_k"] = 0  # plain nucleus sampling; transformers defaults to top_k=50
+        else:
+            kwargs["do_sample"] = False
+        if params.stop:
+            # Stops rows early; the text is still cut at the first stop string below.
+            kwargs.update(stop_strings=[s for s in params.stop if s], tokenizer=self.tokenizer)
+        with torch.inference_mode():
+            out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+        new_rows = out[:, ids.shape[1] :].tolist()  # [batch, new tokens]
+        pairs = zip(batch, new_rows, strict=True)
+        return [self._finish(len(prompt), row, params) for (_, prompt), row in pairs]
+
+    def _finish(self, prompt_tokens: int, row: list[int], params: SamplingParams) -> Generation:
+        end = next((k for k, tok in enumerate(row) if tok in self._end_ids), None)
+        tokens = row if end is None else row[:end]
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        cuts = [text.find(s) for s in params.stop if s and s in text]
+        if cuts:
+            text = text[: min(cuts)]
+        finished = end is not None or bool(cuts)
+        return Generation(
+            text=text,
+            finish_reason="stop" if finished else "length",
+            prompt_tokens=prompt_tokens,
+            completion_tokens=len(tokens),  # tokens before the end-of-turn token
+        )
+
+    def raw_generate(self, texts: Sequence[str], max_new_tokens: int, batch_size: int) -> int:
+        """Greedy ``model.generate`` on raw prompt texts, in the given order, fixed batches.
+
+        A baseline for benchmarks: no sorting, no token budget, no stop strings. Returns the
+        number of generated tokens (up to each row's end-of-turn token).
+        """
+        torch = self._torch
+        total = 0
+        for lo in range(0, len(texts), batch_size):
+            ids, mask = self._left_pad([self._ids(t) for t in texts[lo : lo + batch_size]])
+            with torch.inference_mode():
+                out = self.model.generate(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=self._pad_id,
+                )
+            for row in out[:, ids.shape[1] :].tolist():
+                end = next((k for k, tok in enumerate(row) if tok in self._end_ids), len(row))
+                total += end
+        return total
+
+    # -- scoring ----------------------------------------------------------------------------
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
+        """Summed log-probability of each candidate after the rendered chat and prefill.
+
+        Tokenisation at the boundary: the prompt plus candidate is tokenised as one string, and
+        when the prompt's own tokens are a prefix of the result the rest are the candidate's
+        tokens (the tokens the model would itself have produced). When a merge crosses the
+        boundary (prefill 'is' + candidate 'n't'), the candidate is tokenised on its own and
+        appended instead, so every candidate is scored after exactly the same prompt tokens.
+        An empty candidate scores 0.0.
+        """
+        out = [[0.0] * len(r.candidates) for r in requests]
+        items: list[tuple[tuple[int, int, int], list[int]]] = []  # ((req, cand, n_cand), ids)
+        for ri, request in enumerate(requests):
+            prompt = self.render(request.messages, request.prefill)
+            prompt_ids = self._ids(prompt)
+            if not prompt_ids:
+                raise InputError("score: the rendered prompt is empty")
+            for ci, candidate in enumerate(request.candidates):
+                cand_ids = self._candidate_ids(prompt, prompt_ids, candidate)
+                if cand_ids:
+                    items.append(((ri, ci, len(cand_ids)), prompt_ids + cand_ids))
+        for batch in self._batches(items, 0):
+            try:
+                sums = _split_on_oom(self._torch, batch, self._score_batch)
+            except _BUGS:
+                raise
+            except Exception as exc:
+                raise BackendError(f"{self.spec}: scoring failed: {exc}") from exc
+            for ((ri, ci, _), _row), value in zip(batch, sums, strict=True):
+                out[ri][ci] = value
+        return out
+
+    def _candidate_ids(self, prompt: str, prompt_ids: list[int], candidate: str) -> list[int]:
+        if not candidate:
+            return []
+        full = self._ids(prompt + candidate)
+        if full[: len(prompt_ids)] == prompt_ids and len(full) > len(prompt_ids):
+            return full[len(prompt_ids) :]
+        return self._ids(candidate)
+
+    def _score_batch(self, batch: list[tuple[tuple[int, int, int], list[int]]]) -> list[float]:
+        torch = self._torch
+        ids, mask = self._left_pad([row for _, row in batch])  # [B, L], candidates end every row
+        n_cand = torch.tensor([key[2] for key, _ in batch], device=ids.device)  # [B]
+        keep = int(n_cand.max()) + 1  # logits at L-keep .. L-1 predict the candidate tokens
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: count real tokens only
+        with torch.inference_mode():
+            try:
+                logits = self.model(
+                    input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep
+                ).logits
+            except TypeError:  # a model without logits_to_keep
+                logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions)
+                logits = logits.logits
+            logits = logits[:, -keep:].float()  # [B, keep, V]
+            logprobs = torch.log_softmax(logits[:, :-1], dim=-1)  # [B, keep-1, V]
+            targets = ids[:, -(keep - 1) :]  # [B, keep-1]: the tokens those logits predict
+            token_lp = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # [B, keep-1]
+            col = torch.arange(keep - 1, device=ids.device)
+            in_candidate = col.unsqueeze(0) >= (keep - 1 - n_cand).unsqueeze(1)  # [B, keep-1]
+            sums = (token_lp * in_candidate).sum(-1)  # [B]
+        return [float(v) for v in sums.tolist()]
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Drop the model and free its memory."""
+        self.model = None
+        gc.collect()
+        if self.device.startswith("cuda"):
+            self._torch.cuda.empty_cache()
+
+
+def _resolve_dtype(torch: Any, dtype: str, device: str) -> Any:
+    if dtype == "auto":
+        if device.startswith("cuda") and not torch.cuda.is_bf16_supported():
+            return torch.float16
+        return torch.bfloat16
+    if dtype not in _DTYPES:
+        raise InputError(f"unknown dtype {dtype!r}: use auto, {', '.join(_DTYPES)}")
+    return getattr(torch, _DTYPES[dtype])
+
+
+def _split_on_oom(torch: Any, batch: list[T], run: Callable[[list[T]], list[R]]) -> list[R]:
+    """Run a batch; on out-of-memory run its two halves instead (down to single rows)."""
+    try:
+        return run(batch)
+    except (torch.OutOfMemoryError, MemoryError):
+        if len(batch) == 1:
+            raise
+        gc.collect()
+        half = len(batch) // 2
+        return _split_on_oom(torch, batch[:half], run) + _split_on_oom(torch, batch[half:], run)
+
+
+def _error(message: str) -> Generation:
+    return Generation(text="", finish_reason="error", error=message)

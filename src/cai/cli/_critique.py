@@ -1,0 +1,96 @@
+"""``cai critique``: the SL-CAI stage on a prompt set."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from cai.cli._common import console, open_models, request_progress
+from cai.constitution import resolve_constitution
+from cai.critique import CritiqueConfig, run_critique_stage
+from cai.errors import BackendError
+from cai.records import SamplingParams
+from cai.store import load_prompts
+
+
+@click.command("critique")
+@click.option("--prompts", "prompts_src", required=True,
+              help="builtin:harmful|helpful|borderline, a .jsonl/.csv file, or a HF dataset id.")
+@click.option("--column", default=None, help="Text column of a CSV/JSONL/dataset file.")
+@click.option("--split", type=click.Choice(["train", "heldout"]), default=None,
+              help="Use only this split of the prompt set.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="First N prompts only.")
+@click.option("--constitution", "constitution_path", type=click.Path(path_type=Path),
+              default=None, help="Constitution YAML (default: the bundled one).")
+@click.option("--policy", default="embedded", show_default=True, help="Model spec of the policy.")
+@click.option("--critic", default="embedded", show_default=True, help="Model spec of the critic.")
+@click.option("--rounds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Critique-revision rounds per prompt.")
+@click.option("--few-shot", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Worked examples from the constitution shown to the critic.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--max-new-tokens", type=click.IntRange(min=8), default=160, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
+              help="Output directory (rerun the same command to resume).")
+def critique(
+    prompts_src: str,
+    column: str | None,
+    split: str | None,
+    limit: int | None,
+    constitution_path: Path | None,
+    policy: str,
+    critic: str,
+    rounds: int,
+    few_shot: int,
+    seed: int,
+    max_new_tokens: int,
+    batch_size: int,
+    out_dir: Path,
+) -> None:
+    """Draft, critique and revise: write sl_cai.jsonl (trace) and sft.jsonl (messages)."""
+    prompts = load_prompts(prompts_src, column=column, split=split, limit=limit)
+    constitution = resolve_constitution(constitution_path)
+    cfg = CritiqueConfig(
+        rounds=rounds,
+        seed=seed,
+        few_shot=few_shot,
+        draft=SamplingParams(max_new_tokens=max_new_tokens, seed=seed),
+        critique=SamplingParams(max_new_tokens=max(max_new_tokens * 3 // 4, 8), seed=seed),
+        revision=SamplingParams(max_new_tokens=max_new_tokens, seed=seed),
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        models = open_models(
+            {"policy": policy, "critic": critic},
+            out_dir / "cache.sqlite",
+            batch_size=batch_size,
+            stack=stack,
+        )
+        total = len(prompts) * (1 + 2 * rounds)
+        with request_progress(total, "critique") as advance:
+            summary = run_critique_stage(
+                prompts, constitution, models["policy"], models["critic"], out_dir, cfg,
+                on_progress=advance,
+            )
+    table = Table(title="SL-CAI stage", show_header=False)
+    for key in ("prompts", "already_done", "written", "sft_examples", "failed",
+                "completion_tokens", "seconds"):
+        table.add_row(key, str(getattr(summary, key)))
+    for reason, n in summary.degenerate.items():
+        table.add_row(f"degenerate: {reason}", str(n))
+    console.print(table)
+    for line in summary.failures[:10]:
+        console.print(f"[red]failed[/red] {line}")
+    click.echo(str(out_dir / "sl_cai.jsonl"))
+    if summary.failed:
+        raise BackendError(
+            f"{summary.failed} prompt(s) failed (first: {summary.failures[0]}); "
+            f"rerun the same command to retry them, finished records are kept"
+        )
+
+
+COMMANDS: list[click.Command] = [critique]

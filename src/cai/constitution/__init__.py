@@ -1,0 +1,49 @@
+"""Constitutions: the written principles every workflow critiques, compares and evaluates against.
+
+Owns: the constitution file format (strict, versioned pydantic models), loading YAML with
+``FILE:LINE: message`` errors, the bundled packs (``default`` first), which principles apply to a
+request (``Constitution.applicable``) and deterministic principle sampling.
+Must not know: models, backends, prompt templates or any workflow that uses the principles.
+"""
+
+from cai.constitution._loader import (
+    default_constitution_path,
+    load_constitution,
+    load_constitution_text,
+    load_default,
+    pack_names,
+    pack_path,
+    resolve_constitution,
+)
+from cai.constitution._model import (
+    HELPFULNESS_TIER,
+    RISK_ORDER,
+    Constitution,
+    FewShotExample,
+    Layer,
+    LayerCondition,
+    Principle,
+    Risk,
+    Stakeholder,
+)
+from cai.constitution._sampling import PrincipleSampler
+
+__all__ = [
+    "HELPFULNESS_TIER",
+    "RISK_ORDER",
+    "Constitution",
+    "FewShotExample",
+    "Layer",
+    "LayerCondition",
+    "Principle",
+    "PrincipleSampler",
+    "Risk",
+    "Stakeholder",
+    "default_constitution_path",
+    "load_constitution",
+    "load_constitution_text",
+    "load_default",
+    "pack_names",
+    "pack_path",
+    "resolve_constitution",
+]

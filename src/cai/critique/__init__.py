@@ -1,0 +1,28 @@
+"""SL-CAI: the critique-revision loop that turns red-team drafts into SFT data.
+
+Owns: drafting with the policy, critique and revision by the critic under sampled principles,
+degeneracy checks, and the resumable stage writing the trace and SFT files.
+Must not know: other workflows (feedback, training, evaluation) or the CLI.
+"""
+
+from cai.critique._degenerate import REASONS as DEGENERACY_REASONS
+from cai.critique._degenerate import degeneracy
+from cai.critique._stage import (
+    CritiqueConfig,
+    CritiqueSummary,
+    Failure,
+    critique_revise,
+    run_critique_stage,
+    sft_example,
+)
+
+__all__ = [
+    "DEGENERACY_REASONS",
+    "CritiqueConfig",
+    "CritiqueSummary",
+    "Failure",
+    "critique_revise",
+    "degeneracy",
+    "run_critique_stage",
+    "sft_example",
+]

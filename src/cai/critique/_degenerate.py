@@ -1,0 +1,83 @@
+"""Checks that keep broken critique-revision outputs out of the SFT data.
+
+Owns: the list of degeneracy reasons and the rule for each. A degenerate record stays in the
+trace with its reason and is counted; it is never written to the SFT file.
+Must not know: models, files or templates.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from difflib import SequenceMatcher
+
+from cai.records import FinishReason
+
+REASONS = (
+    "empty",
+    "echo_prompt",
+    "echo_few_shot",
+    "unchanged",
+    "truncated",
+    "empty_critique",
+)
+"""Every reason ``degeneracy`` can return, in the order they are checked."""
+
+_LABEL = re.compile(
+    r"^\s*(revised reply|revision|rewritten reply|new reply|assistant|answer|critique)\s*:\s*",
+    re.IGNORECASE,
+)
+_SENTENCE_END = re.compile(r"""[.!?)\]"'`*:;>\u2026]\s*$""")
+
+
+def clean_output(text: str) -> str:
+    """Strip whitespace and a leading label the model may repeat ('Revised reply: ...')."""
+    text = text.strip()
+    for _ in range(2):
+        text = _LABEL.sub("", text, count=1).strip()
+    return text
+
+
+def _norm(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def _similar(a: str, b: str, threshold: float) -> bool:
+    na, nb = _norm(a), _norm(b)
+    if not na or not nb:
+        return False
+    if na == nb:
+        return True
+    return SequenceMatcher(None, na, nb, autojunk=False).ratio() >= threshold
+
+
+def looks_truncated(text: str, finish: FinishReason) -> bool:
+    """Cut off by the token limit in the middle of a sentence (code blocks count as ended)."""
+    if finish != "length":
+        return False
+    return not _SENTENCE_END.search(text) and not text.rstrip().endswith("```")
+
+
+def degeneracy(
+    *,
+    prompt: str,
+    draft: str,
+    final: str,
+    final_finish: FinishReason,
+    critiques: Iterable[str],
+    few_shot_texts: Iterable[str],
+) -> str | None:
+    """The first reason this revision must not be trained on, or None when it is usable."""
+    if len(_norm(final)) < 2:
+        return "empty"
+    if _similar(final, prompt, 0.9):
+        return "echo_prompt"
+    if any(_similar(final, t, 0.85) for t in few_shot_texts):
+        return "echo_few_shot"
+    if _similar(final, draft, 0.97):
+        return "unchanged"
+    if looks_truncated(final, final_finish):
+        return "truncated"
+    if any(len(_norm(c)) < 2 for c in critiques):
+        return "empty_critique"
+    return None
