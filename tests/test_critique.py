@@ -16,8 +16,9 @@ from cai.store import ResponseCache, read_jsonl
 
 def _prompts(n: int, kind: str = "harmful") -> list[PromptRecord]:
     return [
-        PromptRecord(id=f"h{i}", text=f"How do I do harmful thing number {i}?", category="x",
-                     kind=kind)  # type: ignore[arg-type]
+        PromptRecord(
+            id=f"h{i}", text=f"How do I do harmful thing number {i}?", category="x", kind=kind
+        )  # type: ignore[arg-type]
         for i in range(n)
     ]
 
@@ -87,10 +88,12 @@ def test_failed_calls_drop_only_their_prompt_and_rerun_retries(tmp_path: Path) -
 def test_degenerate_outputs_are_traced_but_not_trained_on(tmp_path: Path) -> None:
     c = load_default()
     prompts = _prompts(3)
-    echo = MockBackend(rules=[
-        MockRule(when="number 0", reply="How do I do harmful thing number 0?"),
-        MockRule(when="number 1", reply="I cannot help with", finish="length"),
-    ])
+    echo = MockBackend(
+        rules=[
+            MockRule(when="number 0", reply="How do I do harmful thing number 0?"),
+            MockRule(when="number 1", reply="I cannot help with", finish="length"),
+        ]
+    )
     s = run_critique_stage(prompts, c, MockBackend(), echo, tmp_path)
     trace = {r.id: r for r in read_jsonl(tmp_path / "sl_cai.jsonl", SLCAIRecord)}
     assert trace["h0"].degenerate == "echo_prompt"
@@ -124,8 +127,19 @@ def test_degeneracy_rules(final: str, finish: str, reason: str | None) -> None:
 def test_cli_critique_on_mock(tmp_path: Path) -> None:
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"q{i}"}) + "\n" for i in range(3)))
-    args = ["critique", "--prompts", str(prompts), "--policy", "mock", "--critic", "mock",
-            "--out", str(tmp_path / "run"), "--rounds", "2"]
+    args = [
+        "critique",
+        "--prompts",
+        str(prompts),
+        "--policy",
+        "mock",
+        "--critic",
+        "mock",
+        "--out",
+        str(tmp_path / "run"),
+        "--rounds",
+        "2",
+    ]
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
     assert len((tmp_path / "run" / "sft.jsonl").read_text().splitlines()) == 3
@@ -136,16 +150,30 @@ def test_cli_critique_on_mock(tmp_path: Path) -> None:
 
 def test_cli_errors_are_one_line_with_exit_codes(tmp_path: Path) -> None:
     runner = CliRunner()
-    res = runner.invoke(cli, ["critique", "--prompts", str(tmp_path / "nope.jsonl"),
-                              "--out", str(tmp_path / "o")])
+    res = runner.invoke(
+        cli, ["critique", "--prompts", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o")]
+    )
     assert res.exit_code == 2 and "nope.jsonl" in res.output
     good = tmp_path / "p.jsonl"
     good.write_text('{"prompt": "q"}\n')
-    res = runner.invoke(cli, ["critique", "--prompts", str(good), "--policy", "gpt9",
-                              "--out", str(tmp_path / "o")])
+    res = runner.invoke(
+        cli, ["critique", "--prompts", str(good), "--policy", "gpt9", "--out", str(tmp_path / "o")]
+    )
     assert res.exit_code == 2 and "unknown model spec 'gpt9'" in res.output
     script = tmp_path / "fail.yaml"
     script.write_text("rules:\n  - {when: '.', error: 'server said 500'}\n")
-    res = runner.invoke(cli, ["critique", "--prompts", str(good), "--policy", "mock",
-                              "--critic", f"mock:{script}", "--out", str(tmp_path / "o")])
+    res = runner.invoke(
+        cli,
+        [
+            "critique",
+            "--prompts",
+            str(good),
+            "--policy",
+            "mock",
+            "--critic",
+            f"mock:{script}",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
     assert res.exit_code == 1 and "server said 500" in res.output

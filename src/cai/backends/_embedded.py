@@ -108,7 +108,9 @@ def _convert(gguf: Path, out: Path) -> None:
 
     kwargs = {"gguf_file": gguf.name}
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), dtype=torch.float32, **kwargs)
+    model: Any = AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), dtype=torch.float32, **kwargs
+    )
     # The weights are plain float32 now, but the GGUF loader leaves quantisation marks that make
     # save_pretrained, PEFT and TRL treat the model as quantised (and refuse to train it).
     model.hf_quantizer = None

@@ -208,7 +208,7 @@ class HFBackend:
 
         src = self.source
         try:
-            model = AutoModelForCausalLM.from_pretrained(
+            model: Any = AutoModelForCausalLM.from_pretrained(
                 src.model, revision=src.revision, dtype=self.dtype
             )
             tokenizer = AutoTokenizer.from_pretrained(

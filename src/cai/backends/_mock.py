@@ -29,10 +29,46 @@ from cai.errors import InputError
 from cai.records import Generation, GenerationRequest, SamplingParams, ScoreRequest
 
 _WORDS = (
-    "the model considers a careful answer that explains why safety matters and offers "
-    "useful context about the question with clear steps examples sources and limits while "
-    "avoiding harm respecting privacy and pointing to reliable help when it is needed"
-).split()
+    "the",
+    "model",
+    "considers",
+    "a",
+    "careful",
+    "answer",
+    "that",
+    "explains",
+    "why",
+    "safety",
+    "matters",
+    "and",
+    "offers",
+    "useful",
+    "context",
+    "about",
+    "the",
+    "question",
+    "with",
+    "clear",
+    "steps",
+    "examples",
+    "sources",
+    "and",
+    "limits",
+    "while",
+    "avoiding",
+    "harm",
+    "respecting",
+    "privacy",
+    "and",
+    "pointing",
+    "to",
+    "reliable",
+    "help",
+    "when",
+    "it",
+    "is",
+    "needed",
+)
 
 
 class MockRule(BaseModel):
@@ -118,7 +154,7 @@ class MockBackend:
                 text, finish = text.split(s, 1)[0], "stop"
         return Generation(
             text=text,
-            finish_reason=finish,  # type: ignore[arg-type]
+            finish_reason=finish,
             prompt_tokens=prompt_tokens,
             completion_tokens=len(text.split()),
         )
@@ -152,7 +188,8 @@ def _last_user(req: GenerationRequest) -> str:
 
 
 def _load_script(path: Path) -> MockScript:
-    from ruamel.yaml import YAML, YAMLError
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
 
     if not path.exists():
         raise InputError(f"{path}: mock script not found")

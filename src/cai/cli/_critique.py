@@ -17,25 +17,53 @@ from cai.store import load_prompts
 
 
 @click.command("critique")
-@click.option("--prompts", "prompts_src", required=True,
-              help="builtin:harmful|helpful|borderline, a .jsonl/.csv file, or a HF dataset id.")
+@click.option(
+    "--prompts",
+    "prompts_src",
+    required=True,
+    help="builtin:harmful|helpful|borderline, a .jsonl/.csv file, or a HF dataset id.",
+)
 @click.option("--column", default=None, help="Text column of a CSV/JSONL/dataset file.")
-@click.option("--split", type=click.Choice(["train", "heldout"]), default=None,
-              help="Use only this split of the prompt set.")
+@click.option(
+    "--split",
+    type=click.Choice(["train", "heldout"]),
+    default=None,
+    help="Use only this split of the prompt set.",
+)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="First N prompts only.")
-@click.option("--constitution", "constitution_path", type=click.Path(path_type=Path),
-              default=None, help="Constitution YAML (default: the bundled one).")
+@click.option(
+    "--constitution",
+    "constitution_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Constitution YAML (default: the bundled one).",
+)
 @click.option("--policy", default="embedded", show_default=True, help="Model spec of the policy.")
 @click.option("--critic", default="embedded", show_default=True, help="Model spec of the critic.")
-@click.option("--rounds", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Critique-revision rounds per prompt.")
-@click.option("--few-shot", type=click.IntRange(min=0), default=2, show_default=True,
-              help="Worked examples from the constitution shown to the critic.")
+@click.option(
+    "--rounds",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Critique-revision rounds per prompt.",
+)
+@click.option(
+    "--few-shot",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="Worked examples from the constitution shown to the critic.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-new-tokens", type=click.IntRange(min=8), default=160, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
-              help="Output directory (rerun the same command to resume).")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Output directory (rerun the same command to resume).",
+)
 def critique(
     prompts_src: str,
     column: str | None,
@@ -73,12 +101,24 @@ def critique(
         total = len(prompts) * (1 + 2 * rounds)
         with request_progress(total, "critique") as advance:
             summary = run_critique_stage(
-                prompts, constitution, models["policy"], models["critic"], out_dir, cfg,
+                prompts,
+                constitution,
+                models["policy"],
+                models["critic"],
+                out_dir,
+                cfg,
                 on_progress=advance,
             )
     table = Table(title="SL-CAI stage", show_header=False)
-    for key in ("prompts", "already_done", "written", "sft_examples", "failed",
-                "completion_tokens", "seconds"):
+    for key in (
+        "prompts",
+        "already_done",
+        "written",
+        "sft_examples",
+        "failed",
+        "completion_tokens",
+        "seconds",
+    ):
         table.add_row(key, str(getattr(summary, key)))
     for reason, n in summary.degenerate.items():
         table.add_row(f"degenerate: {reason}", str(n))

@@ -20,8 +20,8 @@ from typing import Literal
 from cai.backends import Backend
 from cai.constitution import Constitution, PrincipleSampler
 from cai.critique._degenerate import REASONS, clean_output, degeneracy
-from cai.errors import InputError
 from cai.critique._templates import critique_request, revision_request, sl_cai_template
+from cai.errors import InputError
 from cai.records import (
     CritiqueRound,
     Generation,

@@ -1,7 +1,8 @@
 """Run state on disk: JSONL record files and the SQLite response cache.
 
 Owns: reading and appending strict records as JSONL (with file:line errors and crash-safe
-resume), prompt sets (bundled and user files), prompt-template files, and the cache of model calls keyed by model, request and sampling settings.
+resume), prompt sets (bundled and user files), prompt-template files, and the cache of model
+calls keyed by model, request and sampling settings.
 Must not know: what the records mean, which stage wrote them, or how models are called.
 """
 

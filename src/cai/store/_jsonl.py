@@ -27,7 +27,9 @@ def _first_error(exc: ValidationError) -> str:
     return f"{loc}: {err['msg']}{more}"
 
 
-def read_jsonl_dicts(path: str | Path, *, allow_torn_tail: bool = False) -> Iterator[dict[str, Any]]:
+def read_jsonl_dicts(
+    path: str | Path, *, allow_torn_tail: bool = False
+) -> Iterator[dict[str, Any]]:
     """Yield each line as a dict. Blank lines are skipped; a bad line raises InputError.
 
     With ``allow_torn_tail`` a final line that has no newline and does not parse is ignored
@@ -53,9 +55,7 @@ def read_jsonl_dicts(path: str | Path, *, allow_torn_tail: bool = False) -> Iter
         yield obj
 
 
-def read_jsonl(
-    path: str | Path, model: type[M], *, allow_torn_tail: bool = False
-) -> Iterator[M]:
+def read_jsonl(path: str | Path, model: type[M], *, allow_torn_tail: bool = False) -> Iterator[M]:
     """Yield validated records; a line that does not match ``model`` names file:line."""
     p = Path(path)
     lineno = 0
