@@ -124,9 +124,9 @@ def _base_source(name: str, spec: str, cache_dir: str | Path | None) -> ModelSou
     if path.exists():
         return _local_source(path, spec, cache_dir)
     if path.name == EMBEDDED_NAME:
-        # An adapter trained on the embedded model whose cache has since been removed (or lives
-        # under another cache root): rebuild the cache where the adapter expects it.
-        return ModelSource(str(embedded_model_dir(path.parent.parent)))
+        # An adapter trained on the embedded model, whose converted copy has since been removed
+        # or lives on another machine: any copy is the same model, so use (or make) ours.
+        return ModelSource(str(embedded_model_dir(cache_dir)))
     if name.startswith(("/", ".", "~")) or "\\" in name:
         raise InputError(f"{name}: no such model directory (model spec {spec!r})")
     model_id, at, revision = name.rpartition("@")
@@ -220,7 +220,7 @@ class HFBackend:
                 except ImportError:
                     raise missing("peft", "train") from None
                 model = PeftModel.from_pretrained(model, str(src.adapter)).merge_and_unload()
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # missing files, hub unreachable, bad config
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InputError(
                 f"model spec {self.spec!r}: cannot load {src.model}: {first}"

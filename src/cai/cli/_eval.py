@@ -1,0 +1,139 @@
+"""``cai eval``: evaluate models on held-out suites; write metrics.json and report.html."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from pathlib import Path
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from cai.cli._common import console, open_models, request_progress
+from cai.errors import InputError
+from cai.evaluate import MetricsFile, evaluate_models, load_suites, write_outputs
+from cai.records import SamplingParams
+from cai.scoring import Rate, detector_names, get_detector
+
+_DEFAULT_SUITES = ("builtin:harmful", "builtin:borderline", "builtin:helpful")
+
+
+def _names(specs: tuple[str, ...], names: tuple[str, ...]) -> list[str]:
+    if names and len(names) != len(specs):
+        raise InputError(f"give one --name per --model ({len(specs)} models, {len(names)} names)")
+    out = list(names or specs)
+    if len(set(out)) != len(out):
+        raise InputError(f"model names must be unique, got {out}; name them with --name")
+    return out
+
+
+def _fmt(rate: Rate | None) -> str:
+    if rate is None:
+        return "—"
+    if rate.value is None or rate.ci95 is None:
+        return "n/a (n=0)"
+    lo, hi = rate.ci95
+    return f"{100 * rate.value:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] n={rate.n}"
+
+
+def _table(metrics: MetricsFile) -> Table:
+    base = metrics.meta.baseline or "baseline"
+    table = Table(title="Evaluation (95% intervals)")
+    for col in ("model", "harmful compliance ↓", "over-refusal ↓", f"win rate vs {base} ↑"):
+        table.add_column(escape(col))
+    table.add_column("unassessed", justify="right")
+    for name, m in metrics.models.items():
+        skipped = sum(u.errored + u.undetermined for u in m.unassessed.values())
+        table.add_row(
+            escape(name),
+            _fmt(m.harmful_compliance),
+            _fmt(m.over_refusal),
+            _fmt(m.helpfulness_win_rate),
+            str(skipped),
+        )
+    return table
+
+
+@click.command("eval")
+@click.option("--model", "specs", multiple=True, required=True, help="Model spec (repeatable).")
+@click.option("--name", "names", multiple=True, help="Name per --model (default: the spec).")
+@click.option("--baseline", default=None, help="Model name the win rate compares against.")
+@click.option(
+    "--suite",
+    "suite_args",
+    multiple=True,
+    help="harmful|borderline|helpful (bundled, held-out split), builtin:NAME[:SPLIT], "
+    "KIND=FILE or FILE. Repeatable; default: the three bundled suites.",
+)
+@click.option("--judge", default=None, help="Model spec of the helpfulness judge.")
+@click.option("--detector", default="rules", show_default=True, help="Refusal detector name.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="First N per suite.")
+@click.option("--max-new-tokens", type=click.IntRange(min=8), default=256, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--examples", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Example prompts per suite kind shown in the report.")  # fmt: skip
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Output directory (model calls are cached there; rerun to retry failures).",
+)
+def eval_(
+    specs: tuple[str, ...],
+    names: tuple[str, ...],
+    baseline: str | None,
+    suite_args: tuple[str, ...],
+    judge: str | None,
+    detector: str,
+    limit: int | None,
+    max_new_tokens: int,
+    seed: int,
+    batch_size: int,
+    examples: int,
+    out_dir: Path,
+) -> None:
+    """Measure harmful compliance, over-refusal and win rate; write metrics.json and report.html."""
+    model_names = _names(specs, names)
+    base = baseline or model_names[0]
+    if base not in model_names:
+        raise InputError(f"--baseline {base!r} is not one of the model names {model_names}")
+    if detector not in detector_names():
+        raise InputError(f"unknown --detector {detector!r} (choose from {detector_names()})")
+    suites = load_suites(list(suite_args or _DEFAULT_SUITES), limit=limit)
+    params = SamplingParams(max_new_tokens=max_new_tokens, seed=seed)
+    roles = {f"model:{n}": s for n, s in zip(model_names, specs, strict=True)}
+    if judge is not None:
+        roles["judge"] = judge
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        loaded = open_models(roles, out_dir / "cache.sqlite", batch_size=batch_size, stack=stack)
+        models = {n: loaded[f"model:{n}"] for n in model_names}
+        n_prompts = sum(len(s.prompts) for s in suites)
+        n_helpful = sum(len(s.prompts) for s in suites if s.kind == "helpful")
+        judged = 2 * n_helpful * (len(models) - 1) if judge is not None else 0
+        with request_progress(len(models) * n_prompts + judged, "eval") as advance:
+            result = evaluate_models(
+                models,
+                suites,
+                get_detector(detector),
+                loaded.get("judge"),
+                params,
+                baseline=base,
+                seed=seed,
+                on_progress=advance,
+            )
+    paths = write_outputs(result, out_dir, examples_per_kind=examples)
+    console.print(_table(result.metrics))
+    failed = sum(1 for r in result.responses if r.detection is None)
+    if failed:
+        console.print(
+            f"[yellow]{failed} repl{'y' if failed == 1 else 'ies'} failed and count as "
+            "unassessed; rerun the same command to retry them (finished calls are cached)[/yellow]"
+        )
+    click.echo(str(paths["metrics.json"]))
+    click.echo(str(paths["report.html"]))
+
+
+COMMANDS: list[click.Command] = [eval_]

@@ -1,0 +1,204 @@
+"""The evaluation's records on disk: responses.jsonl, judgments.jsonl and metrics.json.
+
+Owns: the strict, versioned pydantic models of every evaluation output, including the layout of
+metrics.json that DESIGN.md fixes: one top-level key per evaluated model plus ``meta``.
+Must not know: how the numbers are computed or rendered.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_serializer, model_validator
+
+from cai.evaluate._suites import SuiteKind
+from cai.records import FinishReason, SamplingParams, Strict
+from cai.scoring import Detection, JudgeResult, Rate
+
+METRIC_NAMES = ("harmful_compliance", "over_refusal", "helpfulness_win_rate")
+"""The per-model metrics with an entry under ``unassessed``."""
+
+
+class ResponseRecord(Strict):
+    """One model's reply to one evaluation prompt, with its refusal label."""
+
+    version: Literal[1] = 1
+    """Schema version."""
+    id: str
+    """MODEL/SUITE/PROMPT_ID."""
+    model: str
+    """Name the model is evaluated under (a metrics.json key)."""
+    spec: str
+    """Model spec that produced the reply."""
+    suite: str
+    """Suite name."""
+    kind: SuiteKind
+    """Suite kind: harmful, borderline or helpful."""
+    prompt_id: str
+    """Prompt id within the suite."""
+    category: str
+    """Prompt category (harm category or topic)."""
+    prompt: str
+    """The user request."""
+    response: str
+    """The reply ('' when generation failed)."""
+    finish_reason: FinishReason
+    """How generation ended; 'error' means the reply is unassessed."""
+    error: str | None = None
+    """Backend error text when generation failed."""
+    detection: Detection | None
+    """The refusal detector's verdict; None when generation failed."""
+
+
+class JudgmentRecord(Strict):
+    """The judge's comparison of a model's reply with the baseline's on one helpful prompt."""
+
+    version: Literal[1] = 1
+    """Schema version."""
+    id: str
+    """MODEL/SUITE/PROMPT_ID."""
+    model: str
+    """The model compared (x)."""
+    baseline: str
+    """The baseline it is compared against (y)."""
+    suite: str
+    """Suite name."""
+    prompt_id: str
+    """Prompt id within the suite."""
+    category: str
+    """Prompt category."""
+    result: JudgeResult
+    """P(model better) per order and averaged; None values mean unassessed."""
+
+
+class Unassessed(Strict):
+    """Items left out of a metric's n, by cause. They are never counted as safe or as wins."""
+
+    errored: int = 0
+    """A model call failed (the reply's generation, or the judge's scoring)."""
+    undetermined: int = 0
+    """The detector could not label the reply (empty, too short, garbage)."""
+
+
+class CategoryRates(Strict):
+    """The refusal metrics per prompt category."""
+
+    harmful_compliance: dict[str, Rate]
+    """Harmful compliance per harm category."""
+    over_refusal: dict[str, Rate]
+    """Over-refusal per safe-prompt category."""
+
+
+class ASI(Strict):
+    """Alignment Stability Index (DESIGN.md): mean over shift families of min(1, S_f / S_0)."""
+
+    value: float | None = None
+    """The index; None until shifted suites are evaluated."""
+    n: int = 0
+    """Shifted harmful prompts assessed."""
+    ci95: tuple[float, float] | None = None
+    """Bootstrap 95% interval."""
+    per_shift: dict[str, Rate] = Field(default_factory=dict)
+    """Safe rate under each shift family."""
+    worst_family: str | None = None
+    """The family with the lowest ratio."""
+
+
+class ModelMetrics(Strict):
+    """Every metric of one evaluated model."""
+
+    harmful_compliance: Rate
+    """Share of assessed harmful prompts answered with full compliance (lower is better)."""
+    over_refusal: Rate
+    """Share of assessed safe prompts refused fully or partly (lower is better)."""
+    helpfulness_win_rate: Rate | None
+    """Mean judge P(this model better than the baseline) on helpful prompts, both orders, ties
+    half; None (null) when not computed: the baseline itself, no judge, or no helpful suite."""
+    asi: ASI
+    """Alignment Stability Index (not computed by this version: value null)."""
+    per_category: CategoryRates
+    """harmful_compliance and over_refusal per category."""
+    unassessed: dict[str, Unassessed]
+    """Items left out of each metric's n, keyed by metric name."""
+    labels: dict[str, dict[str, int]]
+    """Detector label counts per suite kind (errored replies under 'errored')."""
+
+
+class SuiteInfo(Strict):
+    """Where a suite's prompts came from."""
+
+    kind: SuiteKind
+    """harmful, borderline or helpful."""
+    source: str
+    """builtin:NAME or the file given."""
+    split: str | None
+    """The split used for a bundled set; None for a user file (all its prompts)."""
+    n: int
+    """Prompts evaluated."""
+    sha256: str
+    """Digest of the prompts (id, text, category as canonical JSON lines)."""
+
+
+class EvalMeta(Strict):
+    """How the metrics were produced."""
+
+    version: Literal[1] = 1
+    """Schema version of metrics.json."""
+    created: str
+    """UTC time the evaluation finished (ISO 8601)."""
+    models: dict[str, str]
+    """Evaluated model name -> model spec (the policy role)."""
+    roles: dict[str, str]
+    """Other roles -> model spec (judge)."""
+    baseline: str | None
+    """The model the helpfulness win rate compares against."""
+    detector: dict[str, str]
+    """Refusal detector name and version."""
+    judge_template: str | None
+    """Judge prompt template NAME/REVISION."""
+    generation: SamplingParams
+    """Sampling settings of every reply."""
+    seeds: dict[str, int]
+    """Seeds: generation, bootstrap, example sampling."""
+    suites: dict[str, SuiteInfo]
+    """Suite name -> provenance and digest."""
+    intervals: dict[str, str]
+    """Interval method per metric."""
+    durations: dict[str, float]
+    """Seconds per step (generate:MODEL, judge:MODEL, total)."""
+    notes: list[str]
+    """Definitions and caveats a reader needs."""
+
+
+class MetricsFile(Strict):
+    """metrics.json: on disk ``{MODEL: ModelMetrics, ..., "meta": EvalMeta}`` (DESIGN.md).
+
+    In Python the models sit under ``models``; serialising flattens them to the top level and
+    validating accepts the flat layout, so ``MetricsFile.model_validate_json`` reads the file.
+    """
+
+    models: dict[str, ModelMetrics]
+    """Evaluated model name -> metrics. No model may be named 'meta'."""
+    meta: EvalMeta
+    """Provenance."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unflatten(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        nested = isinstance(data.get("models"), dict) and "harmful_compliance" not in data["models"]
+        if nested and set(data) <= {"models", "meta"}:
+            return data
+        return {"models": {k: v for k, v in data.items() if k != "meta"}, "meta": data.get("meta")}
+
+    @model_validator(mode="after")
+    def _no_meta_model(self) -> MetricsFile:
+        if "meta" in self.models:
+            raise ValueError("no model may be named 'meta' (it is the provenance key)")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _flatten(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        return {**data["models"], "meta": data["meta"]}

@@ -1,0 +1,1 @@
+"""Prompt templates of the AI-feedback stage (package data; see compare.yaml)."""

@@ -1,0 +1,1 @@
+"""Prompt templates of the scoring judges (package data)."""

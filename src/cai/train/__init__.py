@@ -1,0 +1,58 @@
+"""Training: a thin layer over TRL and PEFT, one module per method.
+
+- ``cai.train.sft``: ``CaiSFTConfig``, ``train_sft`` (SL-CAI revisions mixed with helpfulness data)
+- ``cai.train.dpo``: ``CaiDPOConfig``, ``train_dpo`` (AI-feedback preferences, soft labels)
+- ``cai.train.reward``: ``CaiRewardConfig``, ``train_reward``, ``load_reward_model``
+
+Every ``train_*`` saves a model directory with a ``train_meta.json`` (``TrainResult``); SFT and
+DPO outputs load back as the model spec ``run:OUT_DIR``.
+
+Owns: the training stage of the pipeline, from record files to a saved model.
+Must not know: how the records were made (critique, feedback), or how models are evaluated.
+``import cai.train`` does not import torch or TRL: the names below load their module on first
+use, and a missing dependency raises ``MissingDependencyError`` with the install hint.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from cai.train._common import META, TrainResult, read_result
+from cai.train._data import DataFile
+
+if TYPE_CHECKING:
+    from cai.train.dpo import CaiDPOConfig, train_dpo
+    from cai.train.reward import CaiRewardConfig, load_reward_model, train_reward
+    from cai.train.sft import CaiSFTConfig, train_sft
+
+_LAZY = {
+    "CaiSFTConfig": "sft",
+    "train_sft": "sft",
+    "CaiDPOConfig": "dpo",
+    "train_dpo": "dpo",
+    "CaiRewardConfig": "reward",
+    "train_reward": "reward",
+    "load_reward_model": "reward",
+}
+
+__all__ = [
+    "META",
+    "CaiDPOConfig",
+    "CaiRewardConfig",
+    "CaiSFTConfig",
+    "DataFile",
+    "TrainResult",
+    "load_reward_model",
+    "read_result",
+    "train_dpo",
+    "train_reward",
+    "train_sft",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cai.train' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"cai.train.{module}"), name)

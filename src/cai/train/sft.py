@@ -1,0 +1,113 @@
+"""Supervised fine-tuning on SL-CAI revisions mixed with helpfulness data (TRL ``SFTTrainer``).
+
+Owns: ``CaiSFTConfig`` (TRL's ``SFTConfig`` plus LoRA options and the helpfulness ratio, with
+CPU-friendly defaults) and ``train_sft``.
+Must not know: how the revisions or helpfulness answers were produced, or any other method.
+
+The mix: every revision example plus ``round(helpful_ratio * n_revisions)`` helpfulness examples
+drawn without replacement by a seeded shuffle (``seed``), so the model keeps answering ordinary
+requests instead of learning that every answer is a careful rewrite. Each example becomes a TRL
+conversational prompt-completion row, so the loss covers the final assistant turn only.
+
+Scaling out is TRL's and accelerate's business: ``deepspeed=`` (a ZeRO config file or dict),
+``accelerator_config``, ``fsdp``, ``bf16`` and ``report_to`` are ordinary ``TrainingArguments``
+fields and pass straight through; launch with ``accelerate launch`` for several devices. Without
+a GPU the trainer runs on CPU; ``use_cpu=True`` forces CPU on a GPU machine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cai.errors import InputError, missing
+from cai.train._common import (
+    COMMON_KEYS,
+    LoraFields,
+    TrainResult,
+    check_out_dir,
+    load_for_training,
+    prepare_args,
+    staging,
+    summary,
+    train_and_save,
+)
+from cai.train._data import mix_sft, read_sft, sft_rows
+
+try:
+    from datasets import Dataset
+    from trl.trainer.sft_config import SFTConfig
+    from trl.trainer.sft_trainer import SFTTrainer
+except ImportError as exc:
+    raise missing(exc.name or "trl", "train") from None
+
+__all__ = ["CaiSFTConfig", "train_sft"]
+
+
+@dataclass
+class CaiSFTConfig(SFTConfig, LoraFields):
+    """TRL's ``SFTConfig`` with LoRA options, the helpfulness mix and CPU-friendly defaults.
+
+    Changed defaults: ``learning_rate`` 2e-4 (a LoRA rate: use about 2e-5 with ``lora=False``),
+    ``max_length`` 256, batch size 4, one epoch, no gradient checkpointing, no bf16, no
+    checkpoints (``save_strategy='no'``). ``output_dir`` is ignored: the model goes to
+    ``train_sft``'s ``out_dir``.
+    """
+
+    helpful_ratio: float = field(
+        default=1.0,
+        metadata={"help": "Helpfulness examples mixed in per SL-CAI revision example."},
+    )
+    learning_rate: float = 2e-4
+    max_length: int | None = 256
+    per_device_train_batch_size: int = 4
+    num_train_epochs: float = 1.0
+    gradient_checkpointing: bool = False
+    bf16: bool = False
+    save_strategy: str = "no"
+
+
+def train_sft(
+    base_model: str,
+    sft_files: Sequence[Path],
+    helpful_files: Sequence[Path],
+    out_dir: Path,
+    config: CaiSFTConfig | None = None,
+    *,
+    cache_dir: str | Path | None = None,
+) -> TrainResult:
+    """Fine-tune ``base_model`` (a model spec) on the revisions plus helpfulness data.
+
+    Saves the adapter (or full model) and tokenizer plus ``train_meta.json`` to ``out_dir``;
+    load it back as ``run:OUT_DIR``. Raises InputError for a bad file (naming file:line), an
+    unusable spec, an empty training set or an ``out_dir`` holding something else.
+    """
+    config = config or CaiSFTConfig()
+    out_dir = Path(out_dir)
+    check_out_dir(out_dir)  # before anything slow
+    revisions, files = read_sft(sft_files)
+    helpful, helpful_data = read_sft(helpful_files)
+    mix = mix_sft(revisions, helpful, config.helpful_ratio, config.seed)
+    if not mix.examples:
+        raise InputError("no SFT examples: the SL-CAI files are empty")
+    loaded = load_for_training(base_model, config, "causal", cache_dir)
+    with staging(out_dir) as tmp:
+        args = prepare_args(config, tmp)
+        trainer = SFTTrainer(
+            model=loaded.model,
+            args=args,
+            train_dataset=Dataset.from_list(sft_rows(mix.examples)),
+            processing_class=loaded.tokenizer,
+            peft_config=loaded.peft_config,
+        )
+        return train_and_save(
+            trainer,
+            loaded,
+            method="sft",
+            out_dir=out_dir,
+            tmp=tmp,
+            data=files + helpful_data,
+            config=summary(args, (*COMMON_KEYS, "helpful_ratio")),
+            n_helpful=mix.n_helpful,
+        )
