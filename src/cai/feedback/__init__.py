@@ -17,7 +17,7 @@ from cai.feedback._label import (
     label_preferences,
 )
 from cai.feedback._pairs import PairsSummary, load_pairs, run_pairs_stage, sample_pairs
-from cai.feedback._records import Comparison, PairJudgement, Rate, decide, wilson
+from cai.feedback._records import Comparison, PairJudgement, decide
 from cai.feedback._stage import FILES, FeedbackSummary, run_feedback_stage
 from cai.feedback._stats import FeedbackStats, describe_rate, feedback_stats
 from cai.feedback._templates import compare_template
@@ -32,7 +32,6 @@ __all__ = [
     "FeedbackSummary",
     "PairJudgement",
     "PairsSummary",
-    "Rate",
     "choose_principles",
     "compare_template",
     "decide",
@@ -44,5 +43,4 @@ __all__ = [
     "run_feedback_stage",
     "run_pairs_stage",
     "sample_pairs",
-    "wilson",
 ]

@@ -112,28 +112,6 @@ class PairJudgement(Strict):
     """Seed of the principle sampling."""
 
 
-class Rate(Strict):
-    """A share with its count and 95% Wilson interval (the DESIGN.md rate shape)."""
-
-    value: float
-    """Successes / n (0.0 when n is 0: no data)."""
-    n: int
-    """Number of trials."""
-    ci95: tuple[float, float]
-    """Wilson score interval at 95% ((0, 1) when n is 0)."""
-
-
-def wilson(successes: float, n: int, z: float = 1.959964) -> Rate:
-    """The share ``successes / n`` with its Wilson score interval."""
-    if n <= 0:
-        return Rate(value=0.0, n=0, ci95=(0.0, 1.0))
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return Rate(value=p, n=n, ci95=(max(0.0, centre - half), min(1.0, centre + half)))
-
-
 def decide(
     comparisons: Sequence[Comparison], tie_threshold: float, min_confidence: float
 ) -> tuple[float, float, Outcome, TieReason | None]:

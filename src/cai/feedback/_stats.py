@@ -13,8 +13,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
-from cai.feedback._records import Comparison, PairJudgement, Rate, wilson
+from cai.feedback._records import Comparison, PairJudgement
 from cai.records import Strict
+from cai.scoring import Rate, proportion
 
 
 class FeedbackStats(Strict):
@@ -41,8 +42,8 @@ class FeedbackStats(Strict):
 
     def biased(self) -> bool:
         """True when the 95% interval of the slot-A share excludes 0.5."""
-        lo, hi = self.position_bias.ci95
-        return self.position_bias.n > 0 and not lo <= 0.5 <= hi
+        ci = self.position_bias.ci95
+        return ci is not None and not ci[0] <= 0.5 <= ci[1]
 
 
 def _same_side(x: float, y: float) -> bool:
@@ -50,7 +51,7 @@ def _same_side(x: float, y: float) -> bool:
 
 
 def _rates(groups: dict[str, list[float]]) -> dict[str, Rate]:
-    return {k: wilson(sum(v), len(v)) for k, v in sorted(groups.items())}
+    return {k: proportion(sum(v), len(v)) for k, v in sorted(groups.items())}
 
 
 def _agreement(
@@ -70,7 +71,7 @@ def _slot_a(comparisons: Iterable[Comparison]) -> Rate:
     for c in comparisons:
         wins += c.slot_a_wins()
         n += 2
-    return wilson(wins, int(n))
+    return proportion(wins, int(n))
 
 
 def feedback_stats(judgements: Sequence[PairJudgement]) -> FeedbackStats:
@@ -88,7 +89,7 @@ def feedback_stats(judgements: Sequence[PairJudgement]) -> FeedbackStats:
         comparisons=len(comparisons),
         position_bias=_slot_a(comparisons),
         position_bias_by_model=by_model,
-        order_consistency=wilson(consistent, len(judgements)),
+        order_consistency=proportion(consistent, len(judgements)),
         principle_agreement=_agreement(judgements, "principle_id"),
         model_agreement=_agreement(judgements, "model"),
     )
@@ -96,7 +97,7 @@ def feedback_stats(judgements: Sequence[PairJudgement]) -> FeedbackStats:
 
 def describe_rate(rate: Rate) -> str:
     """'0.73 (n=40, 95% CI 0.58-0.84)', or 'no data'."""
-    if rate.n == 0:
+    if rate.value is None or rate.ci95 is None:
         return "no data"
     lo, hi = rate.ci95
     return f"{rate.value:.2f} (n={rate.n}, 95% CI {lo:.2f}-{hi:.2f})"

@@ -58,8 +58,11 @@ class Rate(Strict):
         return cls(value=None, n=0, ci95=None)
 
 
-def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval for ``k`` successes out of ``n`` trials (n >= 1)."""
+def wilson_interval(k: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for ``k`` successes out of ``n`` trials (n >= 1).
+
+    ``k`` may be fractional: a tie counted as half a success.
+    """
     if n < 1 or not 0 <= k <= n:
         raise ValueError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
     p = k / n
@@ -71,7 +74,7 @@ def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     return lo, hi
 
 
-def proportion(k: int, n: int) -> Rate:
+def proportion(k: float, n: int) -> Rate:
     """``k`` of ``n`` as a Rate with the Wilson 95% interval."""
     if n == 0:
         return Rate.empty()

@@ -102,6 +102,24 @@ class LoraFields:
     )
 
 
+def cpu_unless_accelerated(config: Any) -> None:
+    """Set ``use_cpu`` on a machine without a GPU (call before TRL's ``__post_init__``).
+
+    transformers refuses ``bf16`` without a GPU unless ``use_cpu`` is set, and bf16 autocast is
+    the faster choice on CPU too (about 1.5x for SmolLM2-135M), so TRL's default
+    (``bf16=True`` unless ``fp16``) is kept everywhere.
+    """
+    torch = _torch()
+    xpu = getattr(torch, "xpu", None)
+    accelerated = (
+        torch.cuda.is_available()
+        or torch.backends.mps.is_available()
+        or (xpu is not None and xpu.is_available())
+    )
+    if not accelerated:
+        config.use_cpu = True
+
+
 def _torch() -> Any:
     try:
         import torch
@@ -255,7 +273,7 @@ COMMON_KEYS = (
     "gradient_accumulation_steps",
     "max_length",
     "bf16",
-    "gradient_checkpointing",
+    "activation_checkpointing",
     *LORA_KEYS,
 )
 

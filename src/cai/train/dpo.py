@@ -44,6 +44,7 @@ from cai.train._common import (
     LoraFields,
     TrainResult,
     check_out_dir,
+    cpu_unless_accelerated,
     load_for_training,
     prepare_args,
     staging,
@@ -71,9 +72,11 @@ EPS_MAX = 0.5
 class CaiDPOConfig(DPOConfig, LoraFields):
     """TRL's ``DPOConfig`` with LoRA options, soft labels and CPU-friendly defaults.
 
-    Changed defaults: ``learning_rate`` 5e-5 (a LoRA rate: use about 5e-7 to 1e-6 with
-    ``lora=False``), ``max_length`` 256, batch size 4, one epoch, no gradient checkpointing, no
-    bf16, no checkpoints. ``output_dir`` is ignored.
+    Changed defaults: ``learning_rate`` 5e-5 (a LoRA rate: about 1e-6 suits ``lora=False``),
+    ``max_length`` 256, batch size 4, one epoch, no activation checkpointing, no checkpoints
+    (``save_strategy='no'``). bf16 mixed precision stays on (TRL's default), on CPU too:
+    ``use_cpu`` is set when there is no GPU. ``output_dir`` is ignored: the model goes to
+    ``train_dpo``'s ``out_dir``.
     """
 
     soft_labels: bool = field(
@@ -91,9 +94,13 @@ class CaiDPOConfig(DPOConfig, LoraFields):
     max_length: int | None = 256
     per_device_train_batch_size: int = 4
     num_train_epochs: float = 1.0
-    gradient_checkpointing: bool = False
-    bf16: bool = False
+    # TRL turns the deprecated alias on; None lets activation_checkpointing (default off) decide.
+    gradient_checkpointing: bool = None  # type: ignore[assignment]
     save_strategy: str = "no"
+
+    def __post_init__(self) -> None:
+        cpu_unless_accelerated(self)
+        super().__post_init__()  # type: ignore[no-untyped-call]
 
 
 def smoothing_from_soft_labels(records: Sequence[PreferenceRecord]) -> float:

@@ -31,6 +31,7 @@ from cai.train._common import (
     LoraFields,
     TrainResult,
     check_out_dir,
+    cpu_unless_accelerated,
     load_for_training,
     prepare_args,
     read_result,
@@ -55,8 +56,10 @@ class CaiRewardConfig(RewardConfig, LoraFields):
     """TRL's ``RewardConfig`` with LoRA options, the margin scale and CPU-friendly defaults.
 
     Changed defaults: ``learning_rate`` 1e-4 (a LoRA rate: use about 1e-5 with ``lora=False``),
-    ``max_length`` 256, batch size 4, one epoch, no gradient checkpointing, no bf16, no
-    checkpoints. ``output_dir`` is ignored.
+    ``max_length`` 256, batch size 4, one epoch, no activation checkpointing, no checkpoints
+    (``save_strategy='no'``). bf16 mixed precision stays on (TRL's default), on CPU too:
+    ``use_cpu`` is set when there is no GPU. ``output_dir`` is ignored: the model goes to
+    ``train_reward``'s ``out_dir``.
     """
 
     margin_scale: float = field(
@@ -67,9 +70,13 @@ class CaiRewardConfig(RewardConfig, LoraFields):
     max_length: int | None = 256
     per_device_train_batch_size: int = 4
     num_train_epochs: float = 1.0
-    gradient_checkpointing: bool = False
-    bf16: bool = False
+    # TRL turns the deprecated alias on; None lets activation_checkpointing (default off) decide.
+    gradient_checkpointing: bool = None  # type: ignore[assignment]
     save_strategy: str = "no"
+
+    def __post_init__(self) -> None:
+        cpu_unless_accelerated(self)
+        super().__post_init__()  # type: ignore[no-untyped-call]
 
 
 def train_reward(

@@ -11,8 +11,9 @@ conversational prompt-completion row, so the loss covers the final assistant tur
 
 Scaling out is TRL's and accelerate's business: ``deepspeed=`` (a ZeRO config file or dict),
 ``accelerator_config``, ``fsdp``, ``bf16`` and ``report_to`` are ordinary ``TrainingArguments``
-fields and pass straight through; launch with ``accelerate launch`` for several devices. Without
-a GPU the trainer runs on CPU; ``use_cpu=True`` forces CPU on a GPU machine.
+fields and pass straight through; launch with ``accelerate launch`` for several devices. On a
+machine without a GPU the config sets ``use_cpu`` itself (transformers needs it for bf16 on CPU);
+``use_cpu=True`` forces CPU on a GPU machine.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from cai.train._common import (
     LoraFields,
     TrainResult,
     check_out_dir,
+    cpu_unless_accelerated,
     load_for_training,
     prepare_args,
     staging,
@@ -50,8 +52,9 @@ class CaiSFTConfig(SFTConfig, LoraFields):
     """TRL's ``SFTConfig`` with LoRA options, the helpfulness mix and CPU-friendly defaults.
 
     Changed defaults: ``learning_rate`` 2e-4 (a LoRA rate: use about 2e-5 with ``lora=False``),
-    ``max_length`` 256, batch size 4, one epoch, no gradient checkpointing, no bf16, no
-    checkpoints (``save_strategy='no'``). ``output_dir`` is ignored: the model goes to
+    ``max_length`` 256, batch size 4, one epoch, no activation checkpointing, no checkpoints
+    (``save_strategy='no'``). bf16 mixed precision stays on (TRL's default), on CPU too:
+    ``use_cpu`` is set when there is no GPU. ``output_dir`` is ignored: the model goes to
     ``train_sft``'s ``out_dir``.
     """
 
@@ -63,9 +66,13 @@ class CaiSFTConfig(SFTConfig, LoraFields):
     max_length: int | None = 256
     per_device_train_batch_size: int = 4
     num_train_epochs: float = 1.0
-    gradient_checkpointing: bool = False
-    bf16: bool = False
+    # TRL turns the deprecated alias on; None lets activation_checkpointing (default off) decide.
+    gradient_checkpointing: bool = None  # type: ignore[assignment]
     save_strategy: str = "no"
+
+    def __post_init__(self) -> None:
+        cpu_unless_accelerated(self)
+        super().__post_init__()  # type: ignore[no-untyped-call]
 
 
 def train_sft(
