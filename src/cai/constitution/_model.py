@@ -22,6 +22,7 @@ from pydantic import (
 
 from cai.errors import InputError
 from cai.records import digest
+from cai.store._yaml import Loc, format_loc
 
 Risk = Literal["low", "medium", "high"]
 RISK_ORDER: dict[str, int] = {"low": 0, "medium": 1, "high": 2}
@@ -34,7 +35,6 @@ a constitution without a tier of this name has no helpfulness tier and nothing i
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
 Text = Annotated[str, StringConstraints(min_length=1)]
 
-Loc = tuple[str | int, ...]
 """A path into the constitution's data, in pydantic's ``loc`` form: ('principles', 3, 'tier')."""
 
 DEFER_REFERENCES = "defer_references"
@@ -149,7 +149,7 @@ class Constitution(_Model):
         problems = reference_errors(self)
         if problems:
             loc, msg = problems[0]
-            raise ValueError(f"{format_loc(loc)}: {msg}")
+            raise ValueError(f"{format_loc(loc, 'constitution')}: {msg}")
         return self
 
     def digest(self) -> str:
@@ -191,14 +191,6 @@ class Constitution(_Model):
         on = {ly.id for ly in self.layers if ly.active(wanted, risk)}
         skip_tier = HELPFULNESS_TIER if kind == "harmful" else None
         return [p for p in self.principles if p.layer in on and p.tier != skip_tier]
-
-
-def format_loc(loc: Loc) -> str:
-    """('principles', 3, 'tier') -> 'principles[3].tier'."""
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "constitution"
 
 
 def reference_errors(c: Constitution) -> list[tuple[Loc, str]]:

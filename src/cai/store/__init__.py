@@ -1,7 +1,8 @@
 """Run state on disk: JSONL record files and the SQLite response cache.
 
 Owns: reading and appending strict records as JSONL (with file:line errors and crash-safe
-resume), prompt sets (bundled and user files), prompt-template files, and the cache of model
+resume), prompt sets (bundled and user files), prompt-template files, YAML documents with line
+numbers in errors, and the cache of model
 calls keyed by model, request and sampling settings.
 Must not know: what the records mean, which stage wrote them, or how models are called.
 """
@@ -16,6 +17,14 @@ from cai.store._prompt_sets import (
     write_prompts,
 )
 from cai.store._templates import load_template
+from cai.store._yaml import (
+    format_loc,
+    line_of,
+    load_yaml_model,
+    parse_yaml,
+    read_text,
+    validate_tree,
+)
 
 __all__ = [
     "BUILTIN_SETS",
@@ -23,9 +32,15 @@ __all__ = [
     "JsonlWriter",
     "ResponseCache",
     "assign_split",
+    "format_loc",
+    "line_of",
     "load_prompts",
     "load_template",
+    "load_yaml_model",
+    "parse_yaml",
     "read_jsonl",
     "read_jsonl_dicts",
+    "read_text",
+    "validate_tree",
     "write_prompts",
 ]

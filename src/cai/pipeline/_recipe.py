@@ -1,0 +1,205 @@
+"""Recipes: one YAML file says which models fill each role, which constitution and prompt sets
+a run uses, and the settings of every stage.
+
+Owns: the recipe schema (strict, versioned, a docstring per field, so ``cai run --help`` can list
+everything a recipe can set) and loading it with ``FILE:LINE`` errors.
+Must not know: how stages run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cai.store import load_yaml_model
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Models(_Section):
+    """Model spec per role."""
+
+    policy: str = "embedded"
+    """The model being trained: drafts responses and is fine-tuned."""
+    critic: str = "embedded"
+    """Writes critiques and revisions in the SL-CAI stage."""
+    feedback: list[str] = ["embedded"]
+    """Compares response pairs under a principle (several = an ensemble)."""
+    judge: str | None = "embedded"
+    """Judges helpfulness in evaluation (None: no win rate)."""
+
+
+class Prompts(_Section):
+    """Prompt sets (``builtin:NAME``, a .jsonl/.csv file or a dataset id), train split."""
+
+    red_team: list[str] = ["builtin:harmful"]
+    """Harmful requests that elicit drafts for critique and revision."""
+    helpful: list[str] = ["builtin:helpful"]
+    """Ordinary requests whose answers are mixed into the SFT data."""
+    pairs: list[str] = ["builtin:harmful", "builtin:borderline"]
+    """Prompts the SFT model answers twice for AI feedback."""
+    red_team_limit: int = Field(48, ge=1)
+    """Red-team prompts used (per run; `--limit` overrides every limit)."""
+    helpful_limit: int = Field(48, ge=0)
+    """Helpful prompts used."""
+    pairs_limit: int = Field(32, ge=1)
+    """Prompts sampled for preference pairs (spread over the pair sets)."""
+
+
+class Generation(_Section):
+    """Sampling settings shared by respond and critique."""
+
+    max_new_tokens: int = Field(128, ge=8)
+    """Token limit for drafts and revisions (critiques get 3/4 of it)."""
+    batch_size: int = Field(16, ge=1)
+    """Requests per forward batch on transformers backends."""
+
+
+class CritiqueStage(_Section):
+    """SL-CAI critique-revision settings."""
+
+    rounds: int = Field(1, ge=1)
+    """Critique-revision rounds per prompt."""
+    few_shot: int = Field(2, ge=0)
+    """Worked examples from the constitution shown to the critic."""
+
+
+class SFTStage(_Section):
+    """Supervised fine-tuning on revisions plus helpfulness data (TRL SFTTrainer)."""
+
+    lora: bool = True
+    """LoRA adapter (True) or full fine-tune."""
+    epochs: float = Field(2.0, gt=0)
+    """Passes over the SFT data."""
+    learning_rate: float = Field(2e-4, gt=0)
+    """Peak learning rate."""
+    batch_size: int = Field(4, ge=1)
+    """Per-device batch size."""
+    max_length: int = Field(256, ge=16)
+    """Tokens per example (longer ones are truncated)."""
+    helpful_ratio: float = Field(1.0, ge=0)
+    """Helpfulness examples per revision example."""
+    report_to: str = "none"
+    """Training logger: none, tensorboard, wandb."""
+    extra: dict[str, Any] = {}
+    """Any other TrainingArguments field, passed through (e.g. deepspeed, fsdp)."""
+
+
+class PairsStage(_Section):
+    """Sampling two responses per prompt from the SFT model."""
+
+    temperature: float = Field(0.9, gt=0)
+    """Sampling temperature (must be > 0 for two different samples)."""
+    top_p: float = Field(0.95, gt=0, le=1)
+    """Nucleus sampling mass."""
+
+
+class FeedbackStage(_Section):
+    """AI feedback settings."""
+
+    principles_per_pair: int = Field(1, ge=1)
+    """Principles each pair is compared under (ensemble when > 1)."""
+    cot: bool = False
+    """Reason step by step before answering."""
+    few_shot: int = Field(0, ge=0)
+    """Worked comparisons shown to the feedback model."""
+    tie_threshold: float = Field(0.5, gt=0, le=1)
+    """Two orders disagreeing by more than this make a tie (kept out of training)."""
+    min_confidence: float = Field(0.05, ge=0, lt=0.5)
+    """Soft labels closer than this to 0.5 are ties."""
+
+
+class DPOStage(_Section):
+    """Direct preference optimisation on the AI-feedback labels (TRL DPOTrainer)."""
+
+    lora: bool = True
+    """LoRA adapter on the SFT model (True) or full fine-tune."""
+    epochs: float = Field(2.0, gt=0)
+    """Passes over the preferences."""
+    learning_rate: float = Field(5e-5, gt=0)
+    """Peak learning rate."""
+    beta: float = Field(0.1, gt=0)
+    """DPO temperature."""
+    batch_size: int = Field(4, ge=1)
+    """Per-device batch size."""
+    max_length: int = Field(256, ge=16)
+    """Tokens per prompt+response."""
+    report_to: str = "none"
+    """Training logger: none, tensorboard, wandb."""
+    extra: dict[str, Any] = {}
+    """Any other DPOConfig field, passed through."""
+
+
+class EvaluateStage(_Section):
+    """Held-out evaluation of base, SFT and DPO models."""
+
+    suites: list[str] = ["builtin:harmful", "builtin:borderline", "builtin:helpful"]
+    """Suites (held-out split of the bundled sets by default)."""
+    limit: int = Field(24, ge=1)
+    """Prompts per suite."""
+    max_new_tokens: int = Field(128, ge=8)
+    """Token limit of evaluated responses."""
+    examples: int = Field(3, ge=0)
+    """Example responses per model and suite kind in the report."""
+
+
+class Stages(_Section):
+    """Per-stage settings."""
+
+    critique: CritiqueStage = CritiqueStage()
+    """SL-CAI."""
+    sft: SFTStage = SFTStage()
+    """Supervised fine-tuning."""
+    pairs: PairsStage = PairsStage()
+    """Response pairs."""
+    feedback: FeedbackStage = FeedbackStage()
+    """AI feedback."""
+    dpo: DPOStage = DPOStage()
+    """Preference training."""
+    evaluate: EvaluateStage = EvaluateStage()
+    """Evaluation."""
+
+
+class Recipe(_Section):
+    """A whole Constitutional AI run."""
+
+    version: Literal[1] = 1
+    """Recipe format version."""
+    name: str = "default"
+    """Name shown in the report."""
+    seed: int = 0
+    """Seed for sampling principles, prompts and training."""
+    constitution: str | None = None
+    """Constitution file or bundled pack name (None: the default pack)."""
+    models: Models = Models()
+    """Model spec per role."""
+    prompts: Prompts = Prompts()
+    """Prompt sets."""
+    generation: Generation = Generation()
+    """Generation settings."""
+    stages: Stages = Stages()
+    """Per-stage settings."""
+
+
+def recipe_fields(model: type[BaseModel] = Recipe, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted key, default, description) for every field, for ``cai run --help``."""
+    rows: list[tuple[str, str, str]] = []
+    for name, info in model.model_fields.items():
+        key = f"{prefix}{name}"
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            rows += recipe_fields(ann, key + ".")
+        else:
+            rows.append((key, repr(info.default), info.description or ""))
+    return rows
+
+
+def load_recipe(path: str | Path | None) -> Recipe:
+    """Read a recipe file (None: all defaults). Errors are one line, ``FILE:LINE: key: msg``."""
+    if path is None:
+        return Recipe()
+    return load_yaml_model(path, Recipe, root="recipe")
