@@ -1,5 +1,6 @@
-"""cai.train on a tiny random Llama (SmolLM2's vocabulary): each method changes the parameters,
-writes train_meta.json and loads back; the embedded model runs in one ``slow`` test."""
+"""cai.train on a tiny random Llama (``tiny_model`` in conftest.py: SmolLM2's vocabulary): each
+method changes the parameters, writes train_meta.json and loads back; the embedded model runs in
+one ``slow`` test."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from cai.backends import load_backend
 from cai.cli import cli
 from cai.errors import InputError
 from cai.records import GenerationRequest, SamplingParams, SFTExample
-from cai.train import META, read_result
+from cai.train import META, TrainResult, read_result
 from cai.train._data import mix_sft
 
 FAST = {"max_length": 64, "per_device_train_batch_size": 2, "logging_steps": 1}
@@ -76,35 +77,6 @@ def _generates(spec: str) -> None:
         backend.close()
 
 
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random 2-layer Llama (hidden 64) with the embedded model's tokenizer, saved to disk."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from cai.backends._embedded import embedded_model_dir
-
-    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir())
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=256,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("train-data")
@@ -117,7 +89,9 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def sft_lora(tiny_model: Path, data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def sft_lora(
+    tiny_model: Path, data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> TrainResult:
     from cai.train import CaiSFTConfig, train_sft
 
     out = tmp_path_factory.mktemp("runs") / "sft"
@@ -125,7 +99,9 @@ def sft_lora(tiny_model: Path, data: dict[str, Path], tmp_path_factory: pytest.T
     return train_sft(f"hf:{tiny_model}", [data["sft"]], [data["helpful"]], out, cfg)
 
 
-def test_sft_lora_trains_the_adapter_and_loads_back(sft_lora: Any, tiny_model: Path) -> None:
+def test_sft_lora_trains_the_adapter_and_loads_back(
+    sft_lora: TrainResult, tiny_model: Path
+) -> None:
     out = Path(sft_lora.out_dir)
     lora_b = {k: v for k, v in _tensors(out / "adapter_model.safetensors").items() if "lora_B" in k}
     assert lora_b, "no LoRA weights saved"
@@ -158,7 +134,7 @@ def test_full_sft_changes_the_base_weights(
 
 
 def test_dpo_continues_the_sft_adapter_with_soft_labels(
-    sft_lora: Any, data: dict[str, Path], tmp_path: Path
+    sft_lora: TrainResult, data: dict[str, Path], tmp_path: Path
 ) -> None:
     import torch
 

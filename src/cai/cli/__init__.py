@@ -32,9 +32,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from cai.cli import _constitution, _critique, _eval, _feedback, _train
+    from cai.cli import _constitution, _critique, _eval, _feedback, _run, _train
 
-    for mod in (_constitution, _critique, _eval, _feedback, _train):
+    for mod in (_constitution, _critique, _eval, _feedback, _run, _train):
         for cmd in mod.COMMANDS:
             cli.add_command(cmd)
 

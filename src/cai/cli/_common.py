@@ -1,21 +1,15 @@
-"""Helpers shared by CLI commands: opening models by role, progress bars, printing summaries."""
+"""Helpers shared by CLI commands: opening models by role, progress bars."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-from cai.backends import Backend, CachedBackend, load_backend, parse_spec
+from cai.backends import Backend, parse_spec
+from cai.pipeline import ModelPool, console, request_progress
 from cai.store import ResponseCache
 
-console = Console(stderr=True)
-
-_BATCHED = {"embedded", "hf", "run"}
+__all__ = ["console", "open_models", "request_progress"]
 
 
 def open_models(
@@ -26,38 +20,10 @@ def open_models(
         parse_spec(spec)  # fail fast on a bad spec before loading anything
     cache = ResponseCache(cache_path)
     stack.callback(cache.close)
-    loaded: dict[str, Backend] = {}
-    for spec in dict.fromkeys(specs.values()):
-        prefix, _ = parse_spec(spec)
-        opts = {"batch_size": batch_size} if prefix in _BATCHED else {}
+    pool = ModelPool(cache, batch_size=batch_size)
+    stack.callback(pool.close)
+    out = {}
+    for role, spec in specs.items():
         with console.status(f"loading {spec}"):
-            inner = load_backend(spec, **opts)
-        stack.callback(inner.close)
-        loaded[spec] = CachedBackend(inner, cache)
-    return {role: loaded[spec] for role, spec in specs.items()}
-
-
-@contextmanager
-def request_progress(total: int, description: str) -> Iterator[Callable[[int, int], None]]:
-    """A rich progress bar over model requests that also shows generated tokens per second."""
-    start = time.perf_counter()
-    tokens = 0
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    )
-    task = progress.add_task(description, total=total, rate="")
-
-    def advance(n: int, t: int) -> None:
-        nonlocal tokens
-        tokens += t
-        rate = tokens / max(time.perf_counter() - start, 1e-9)
-        progress.update(task, advance=n, rate=f"{rate:,.0f} tok/s")
-
-    with progress:
-        yield advance
+            out[role] = pool.get(spec)
+    return out

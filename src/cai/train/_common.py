@@ -102,6 +102,15 @@ class LoraFields:
     )
 
 
+def _torch() -> Any:
+    try:
+        import torch
+        import transformers  # noqa: F401  (checked here for the install hint)
+    except ImportError as exc:
+        raise missing(exc.name or "torch", "train") from None
+    return torch
+
+
 def cpu_unless_accelerated(config: Any) -> None:
     """Set ``use_cpu`` on a machine without a GPU (call before TRL's ``__post_init__``).
 
@@ -118,15 +127,6 @@ def cpu_unless_accelerated(config: Any) -> None:
     )
     if not accelerated:
         config.use_cpu = True
-
-
-def _torch() -> Any:
-    try:
-        import torch
-        import transformers  # noqa: F401  (checked here for the install hint)
-    except ImportError as exc:
-        raise missing(exc.name or "torch", "train") from None
-    return torch
 
 
 def lora_config(config: LoraFields, task: Task) -> Any:

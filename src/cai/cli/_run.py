@@ -1,0 +1,82 @@
+"""``cai run``: the whole pipeline from a recipe."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from cai.errors import InputError
+from cai.pipeline import STAGES, StageOutcome, console, load_recipe, recipe_fields, run_pipeline
+
+
+def _epilog() -> str:
+    lines = ["\b", "Stages: " + " -> ".join(STAGES), "", "\b", "Recipe keys (YAML, all optional):"]
+    for key, default, doc in recipe_fields():
+        lines.append(f"  {key} = {default}")
+        if doc:
+            lines.append(f"      {doc}")
+    return "\n".join(lines)
+
+
+def _show(outcome: StageOutcome) -> None:
+    colour = {"done": "green", "skipped": "yellow"}.get(outcome.status, "dim")
+    console.print(
+        f"[{colour}]{outcome.stage}: {outcome.status}[/{colour}] ({outcome.seconds:.0f} s)"
+    )
+
+
+@click.command("run", epilog=_epilog())
+@click.argument("recipe", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "--run-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Run directory (default: runs/RECIPE_NAME). Rerun to resume.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Cap every prompt-set size (quick trial runs).",
+)
+@click.option(
+    "--from",
+    "from_stage",
+    type=click.Choice(STAGES),
+    default=None,
+    help="Rerun from this stage (earlier outputs of it and later stages are archived).",
+)
+@click.option("--until", type=click.Choice(STAGES), default=None, help="Stop after this stage.")
+def run(
+    recipe: Path | None,
+    run_dir: Path | None,
+    limit: int | None,
+    from_stage: str | None,
+    until: str | None,
+) -> None:
+    """Run the Constitutional AI pipeline: SL-CAI, SFT, AI feedback, DPO and evaluation.
+
+    RECIPE is a YAML file (default: every role on the embedded model, recipes/default.yaml).
+    """
+    if recipe is not None and not recipe.exists():
+        raise InputError(f"{recipe}: no such recipe file")
+    rec = load_recipe(recipe)
+    out = run_dir or Path("runs") / rec.name
+    outcomes = run_pipeline(
+        rec, out, limit=limit, from_stage=from_stage, until=until, on_stage=_show
+    )
+    table = Table(title=f"cai run {rec.name}")
+    for col in ("stage", "status", "seconds", "detail"):
+        table.add_column(col)
+    for o in outcomes:
+        table.add_row(o.stage, o.status, f"{o.seconds:.0f}", json.dumps(o.detail)[:90])
+    console.print(table)
+    report = out / "report.html"
+    if report.exists():
+        click.echo(str(report))
+
+
+COMMANDS: list[click.Command] = [run]

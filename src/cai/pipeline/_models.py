@@ -1,0 +1,45 @@
+"""Open models by spec once per run, cached in the run's SQLite response cache.
+
+Owns: one backend instance per (spec, dtype), each wrapped by ``CachedBackend``, closed together.
+Must not know: which stage uses which role.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cai.backends import Backend, CachedBackend, load_backend, parse_spec
+from cai.store import ResponseCache
+
+BATCHED_PREFIXES = frozenset({"embedded", "hf", "run"})
+"""Spec prefixes served by the transformers backend (they take batch_size and dtype)."""
+
+
+class ModelPool:
+    """Lazily loaded, cached backends; ``close()`` releases them all."""
+
+    def __init__(self, cache: ResponseCache, *, batch_size: int = 16) -> None:
+        self.cache = cache
+        self.batch_size = batch_size
+        self._open: dict[tuple[str, str], CachedBackend] = {}
+
+    def get(self, spec: str, *, dtype: str = "auto") -> Backend:
+        """The backend for ``spec``; ``dtype`` only matters for transformers backends."""
+        prefix, _ = parse_spec(spec)
+        key = (spec, dtype if prefix in BATCHED_PREFIXES else "")
+        if key not in self._open:
+            opts: dict[str, Any] = {}
+            if prefix in BATCHED_PREFIXES:
+                opts = {"batch_size": self.batch_size, "dtype": dtype}
+            self._open[key] = CachedBackend(load_backend(spec, **opts), self.cache)
+        return self._open[key]
+
+    def release(self, spec: str) -> None:
+        """Close every instance of ``spec`` (e.g. before retraining the model it names)."""
+        for key in [k for k in self._open if k[0] == spec]:
+            self._open.pop(key).close()
+
+    def close(self) -> None:
+        for backend in self._open.values():
+            backend.close()
+        self._open.clear()

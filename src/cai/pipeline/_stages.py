@@ -1,0 +1,266 @@
+"""The stages of ``cai run``, in order: each reads earlier outputs and writes its own.
+
+Owns: wiring workflows together (which prompts, models, files and settings each one gets).
+Must not know: how any workflow works inside. Every stage returns a detail dict for the event
+log or raises ``StageSkipped`` with the reason.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+from cai.critique import CritiqueConfig, run_critique_stage
+from cai.evaluate import evaluate_models, load_suites, write_outputs
+from cai.feedback import FeedbackConfig, run_feedback_stage, run_pairs_stage
+from cai.pipeline._context import RunContext, StageSkipped
+from cai.pipeline._progress import request_progress
+from cai.pipeline._report import pipeline_sections
+from cai.records import (
+    GenerationRequest,
+    Message,
+    PairRecord,
+    PreferenceRecord,
+    PromptRecord,
+    SamplingParams,
+    SFTExample,
+)
+from cai.scoring import get_detector
+from cai.store import JsonlWriter, load_prompts, read_jsonl, write_prompts
+
+Stage = Callable[[RunContext], dict[str, Any]]
+
+
+def _load_sets(sources: list[str], limit: int, exclude: set[str]) -> list[PromptRecord]:
+    """Train-split prompts from several sets, interleaved, first ``limit`` after ``exclude``."""
+    sets = [[p for p in load_prompts(s, split="train") if p.id not in exclude] for s in sources]
+    mixed = [p for group in itertools.zip_longest(*sets) for p in group if p is not None]
+    return mixed[:limit]
+
+
+def stage_prompts(ctx: RunContext) -> dict[str, Any]:
+    pr = ctx.recipe.prompts
+    red = _load_sets(pr.red_team, ctx.cap(pr.red_team_limit), set())
+    helpful = _load_sets(pr.helpful, ctx.cap(pr.helpful_limit), set()) if pr.helpful_limit else []
+    pairs = _load_sets(pr.pairs, ctx.cap(pr.pairs_limit), {p.id for p in red})
+    write_prompts(ctx.path("data/prompts.jsonl"), [*red, *helpful])
+    write_prompts(ctx.path("data/pair_prompts.jsonl"), pairs)
+    return {"red_team": len(red), "helpful": len(helpful), "pairs": len(pairs)}
+
+
+def _prompts(ctx: RunContext, kind: str | None = None) -> list[PromptRecord]:
+    rows = list(read_jsonl(ctx.path("data/prompts.jsonl"), PromptRecord))
+    if kind == "helpful":
+        return [p for p in rows if p.kind == "helpful"]
+    return [p for p in rows if p.kind != "helpful"]
+
+
+def stage_respond(ctx: RunContext) -> dict[str, Any]:
+    """The policy answers every prompt; ordinary answers it gives in full become helpfulness
+    SFT data (its own answers, so SFT keeps what the base model could already do)."""
+    policy = ctx.pool.get(ctx.recipe.models.policy)
+    prompts = [*_prompts(ctx), *_prompts(ctx, "helpful")]
+    with request_progress(len(prompts), "respond") as advance:
+        outs = policy.generate([GenerationRequest.user(p.text) for p in prompts], ctx.draft_params)
+        advance(len(prompts), sum(g.completion_tokens for g in outs if not g.cached))
+    failed = [p.id for p, g in zip(prompts, outs, strict=True) if g.finish_reason == "error"]
+    helpful = [
+        (p, g.text.strip())
+        for p, g in zip(prompts, outs, strict=True)
+        if p.kind == "helpful" and g.finish_reason == "stop"
+    ]
+    labels = get_detector("rules").detect([p.text for p, _ in helpful], [t for _, t in helpful])
+    kept = [
+        (p, t) for (p, t), d in zip(helpful, labels, strict=True) if d.label == "full_compliance"
+    ]
+    with JsonlWriter(ctx.path("data/responses.jsonl"), SFTExample) as w:
+        for p, g in zip(prompts, outs, strict=True):
+            if g.finish_reason != "error":
+                w.write(_example(p.id, p.text, g.text.strip()))
+    with JsonlWriter(ctx.path("data/helpful_sft.jsonl"), SFTExample) as w:
+        w.write_all(_example(p.id, p.text, t) for p, t in kept)
+    if failed:
+        raise RuntimeError(f"{len(failed)} responses failed (first: {failed[0]}); rerun to retry")
+    return {"responses": len(prompts), "helpful_sft": len(kept), "helpful_answers": len(helpful)}
+
+
+def _example(rid: str, prompt: str, answer: str) -> SFTExample:
+    return SFTExample(
+        id=rid,
+        messages=[Message(role="user", content=prompt), Message(role="assistant", content=answer)],
+    )
+
+
+def stage_critique(ctx: RunContext) -> dict[str, Any]:
+    r = ctx.recipe
+    g = r.generation.max_new_tokens
+    cfg = CritiqueConfig(
+        rounds=r.stages.critique.rounds,
+        seed=r.seed,
+        few_shot=r.stages.critique.few_shot,
+        draft=ctx.draft_params,
+        critique=SamplingParams(max_new_tokens=max(g * 3 // 4, 8), seed=r.seed),
+        revision=SamplingParams(max_new_tokens=g, seed=r.seed),
+    )
+    prompts = _prompts(ctx)
+    policy, critic = ctx.pool.get(r.models.policy), ctx.pool.get(r.models.critic)
+    with request_progress(len(prompts) * (1 + 2 * cfg.rounds), "critique") as advance:
+        s = run_critique_stage(
+            prompts, ctx.constitution, policy, critic, ctx.path("data"), cfg, on_progress=advance
+        )
+    if s.failed:
+        raise RuntimeError(f"{s.failed} prompts failed: {s.failures[0]}; rerun to retry")
+    return {"written": s.written, "sft_examples": s.sft_examples, "degenerate": s.degenerate}
+
+
+def stage_sft(ctx: RunContext) -> dict[str, Any]:
+    from cai.train import CaiSFTConfig, train_sft
+
+    st = ctx.recipe.stages.sft
+    n = sum(1 for _ in read_jsonl(ctx.path("data/sft.jsonl"), SFTExample))
+    if n == 0:
+        raise StageSkipped("no usable SL-CAI revisions (all degenerate); see critique_summary")
+    cfg = CaiSFTConfig(
+        output_dir=str(ctx.path("models/.sft-tmp")),
+        lora=st.lora,
+        num_train_epochs=st.epochs,
+        learning_rate=st.learning_rate,
+        per_device_train_batch_size=st.batch_size,
+        max_length=st.max_length,
+        helpful_ratio=st.helpful_ratio,
+        report_to=st.report_to,
+        seed=ctx.recipe.seed,
+        **st.extra,
+    )
+    ctx.pool.release(ctx.sft_spec)
+    res = train_sft(
+        ctx.recipe.models.policy,
+        [ctx.path("data/sft.jsonl")],
+        [ctx.path("data/helpful_sft.jsonl")],
+        ctx.path("models/sft"),
+        cfg,
+    )
+    return {"examples": res.n_examples, "steps": res.steps, "loss": res.final_loss}
+
+
+def stage_pairs(ctx: RunContext) -> dict[str, Any]:
+    st = ctx.recipe.stages.pairs
+    prompts = list(read_jsonl(ctx.path("data/pair_prompts.jsonl"), PromptRecord))
+    policy = ctx.pool.get(_trained_or_base(ctx, "sft"))
+    params = SamplingParams(
+        max_new_tokens=ctx.recipe.generation.max_new_tokens,
+        temperature=st.temperature,
+        top_p=st.top_p,
+        seed=ctx.recipe.seed,
+    )
+    with request_progress(len(prompts) * 2, "pairs") as advance:
+        s = run_pairs_stage(prompts, policy, ctx.path("data"), params, on_progress=advance)
+    if s.failed:
+        raise RuntimeError(f"{s.failed} prompts failed: {s.failures[0]}; rerun to retry")
+    return {"pairs": s.written, "identical": s.identical}
+
+
+def _trained_or_base(ctx: RunContext, name: str) -> str:
+    if (ctx.path(f"models/{name}") / "train_meta.json").exists():
+        return f"run:{ctx.path(f'models/{name}')}"
+    return ctx.recipe.models.policy
+
+
+def stage_feedback(ctx: RunContext) -> dict[str, Any]:
+    st = ctx.recipe.stages.feedback
+    pairs = list(read_jsonl(ctx.path("data/pairs.jsonl"), PairRecord))
+    # float32: bf16 rounds letter log-probabilities to ~0.125 and produces dead heats.
+    judges = [ctx.pool.get(spec, dtype="float32") for spec in ctx.recipe.models.feedback]
+    cfg = FeedbackConfig(
+        principles_per_pair=st.principles_per_pair,
+        seed=ctx.recipe.seed,
+        cot=st.cot,
+        few_shot=st.few_shot,
+        tie_threshold=st.tie_threshold,
+        min_confidence=st.min_confidence,
+    )
+    total = len(pairs) * st.principles_per_pair * len(judges) * 2
+    with request_progress(total, "feedback") as advance:
+        s = run_feedback_stage(
+            pairs, ctx.constitution, judges, ctx.path("data"), cfg, on_progress=advance
+        )
+    if s.failed:
+        raise RuntimeError(f"{s.failed} pairs failed: {s.failures[0]}; rerun to retry")
+    bias = s.stats.position_bias
+    return {"labelled": s.labelled, "ties": s.ties, "position_bias_a": bias.value, "n": bias.n}
+
+
+def stage_dpo(ctx: RunContext) -> dict[str, Any]:
+    st = ctx.recipe.stages.dpo
+    prefs = list(read_jsonl(ctx.path("data/preferences.jsonl"), PreferenceRecord))
+    if len(prefs) < 2:
+        raise StageSkipped(
+            f"only {len(prefs)} preference pair(s) survived the order-consistency check; "
+            "the feedback model's labels were ties (see feedback_summary.json)"
+        )
+    from cai.train import CaiDPOConfig, train_dpo
+
+    cfg = CaiDPOConfig(
+        output_dir=str(ctx.path("models/.dpo-tmp")),
+        lora=st.lora,
+        num_train_epochs=st.epochs,
+        learning_rate=st.learning_rate,
+        beta=st.beta,
+        per_device_train_batch_size=st.batch_size,
+        max_length=st.max_length,
+        report_to=st.report_to,
+        seed=ctx.recipe.seed,
+        **st.extra,
+    )
+    ctx.pool.release(ctx.dpo_spec)
+    base = _trained_or_base(ctx, "sft")
+    res = train_dpo(base, [ctx.path("data/preferences.jsonl")], ctx.path("models/dpo"), cfg)
+    return {"pairs": res.n_examples, "steps": res.steps, "loss": res.final_loss, "base": base}
+
+
+def stage_evaluate(ctx: RunContext) -> dict[str, Any]:
+    ev = ctx.recipe.stages.evaluate
+    models = {"base": ctx.recipe.models.policy}
+    for name in ("sft", "dpo"):
+        if (ctx.path(f"models/{name}") / "train_meta.json").exists():
+            models[name] = f"run:{ctx.path(f'models/{name}')}"
+    suites = load_suites(ev.suites, limit=ctx.cap(ev.limit))
+    judge_spec = ctx.recipe.models.judge
+    judge = ctx.pool.get(judge_spec, dtype="float32") if judge_spec else None
+    params = SamplingParams(max_new_tokens=ev.max_new_tokens, seed=ctx.recipe.seed)
+    backends = {name: ctx.pool.get(spec) for name, spec in models.items()}
+    total = sum(len(s.prompts) for s in suites) * len(models)
+    with request_progress(total, "evaluate") as advance:
+        result = evaluate_models(
+            backends,
+            suites,
+            get_detector("rules"),
+            judge,
+            params,
+            seed=ctx.recipe.seed,
+            on_progress=advance,
+        )
+    write_outputs(
+        result, ctx.run_dir, examples_per_kind=ev.examples, extra_sections=pipeline_sections(ctx)
+    )
+    m = result.metrics
+    return {
+        name: {
+            "harmful_compliance": m.models[name].harmful_compliance.value,
+            "over_refusal": m.models[name].over_refusal.value,
+        }
+        for name in models
+    }
+
+
+STAGE_FUNCS: dict[str, Stage] = {
+    "prompts": stage_prompts,
+    "respond": stage_respond,
+    "critique": stage_critique,
+    "sft": stage_sft,
+    "pairs": stage_pairs,
+    "feedback": stage_feedback,
+    "dpo": stage_dpo,
+    "evaluate": stage_evaluate,
+}

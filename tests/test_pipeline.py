@@ -1,0 +1,135 @@
+"""`cai run` end to end on a tiny random model (policy) and mock critic, feedback and judge."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cai.cli import cli
+from cai.errors import InputError
+from cai.evaluate import MetricsFile
+from cai.pipeline import STAGES, EventLog, Recipe, load_recipe, run_pipeline
+from cai.records import Message, PreferenceRecord
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> object:
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _recipe(tmp_path: Path, tiny_model: Path, **extra: object) -> Path:
+    data = {
+        "name": "tiny",
+        "models": {
+            "policy": f"hf:{tiny_model}",
+            "critic": "mock",
+            "feedback": ["mock"],
+            "judge": "mock",
+        },
+        "prompts": {"red_team_limit": 4, "helpful_limit": 3, "pairs_limit": 4},
+        "generation": {"max_new_tokens": 40, "batch_size": 8},
+        "stages": {
+            "sft": {"epochs": 1, "max_length": 64, "batch_size": 2},
+            "dpo": {"epochs": 1, "max_length": 64, "batch_size": 2},
+            "evaluate": {"limit": 3, "max_new_tokens": 12},
+        },
+        **extra,
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(json.dumps(data, indent=2))  # JSON is YAML
+    return path
+
+
+def test_default_recipe_file_matches_the_built_in_defaults() -> None:
+    assert load_recipe(REPO / "recipes" / "default.yaml") == Recipe()
+
+
+def test_recipe_errors_name_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "r.yaml"
+    bad.write_text("name: x\nstages:\n  critique:\n    rounds: 0\n")
+    with pytest.raises(
+        InputError, match=r"r\.yaml:4: stages\.critique\.rounds: Input should be greater"
+    ):
+        load_recipe(bad)
+    bad.write_text("name: x\nmodels:\n  polcy: embedded\n")
+    with pytest.raises(InputError, match=r"r\.yaml:3: .*unknown key 'polcy'"):
+        load_recipe(bad)
+
+
+def test_run_end_to_end_then_resume_and_rerun_from_a_stage(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    recipe = _recipe(tmp_path, tiny_model)
+    run_dir = tmp_path / "run"
+    res = CliRunner().invoke(cli, ["run", str(recipe), "--run-dir", str(run_dir)])
+    assert res.exit_code == 0, res.output
+    assert res.output.strip().splitlines()[-1] == str(run_dir / "report.html")
+    for rel in (
+        "data/prompts.jsonl",
+        "data/sl_cai.jsonl",
+        "data/sft.jsonl",
+        "data/pairs.jsonl",
+        "models/sft/train_meta.json",
+        "metrics.json",
+        "report.html",
+    ):
+        assert (run_dir / rel).exists(), rel
+    finished = EventLog(run_dir / "events.jsonl").finished()
+    assert set(finished) == set(STAGES)
+    dpo = finished["dpo"]
+    assert dpo.event == "done" or "preference" in dpo.detail["reason"]
+    metrics = MetricsFile.model_validate_json((run_dir / "metrics.json").read_text())
+    assert {"base", "sft"} <= set(metrics.models)
+    raw = json.loads((run_dir / "metrics.json").read_text())
+    assert set(raw["base"]) >= {"harmful_compliance", "over_refusal", "helpfulness_win_rate", "asi"}
+    html = (run_dir / "report.html").read_text()
+    for section in ("position bias", "Degenerate", "draft, critique, revision", "Recipe"):
+        assert section in html
+
+    # A rerun resumes: every stage is finished, nothing is appended to the data files.
+    before = (run_dir / "data/sl_cai.jsonl").read_text()
+    outcomes = run_pipeline(load_recipe(recipe), run_dir)
+    assert all(o.status.endswith("earlier") for o in outcomes)
+    assert (run_dir / "data/sl_cai.jsonl").read_text() == before
+
+    # Feed hand-made preferences and rerun from dpo: DPO trains and is evaluated.
+    prefs = [
+        PreferenceRecord(
+            id=f"p{i}",
+            prompt=[Message(role="user", content=f"question {i}")],
+            chosen=[Message(role="assistant", content="I can't help with that.")],
+            rejected=[Message(role="assistant", content=f"Sure, step {i}: do it.")],
+            soft_label=0.8,
+            margin=1.2,
+            principle_ids=["harm.weapons"],
+            models={"policy": "x", "feedback": "mock"},
+            template_version="compare/1",
+            seed=0,
+        )
+        for i in range(4)
+    ]
+    (run_dir / "data/preferences.jsonl").write_text(
+        "".join(p.model_dump_json() + "\n" for p in prefs)
+    )
+    outcomes = run_pipeline(load_recipe(recipe), run_dir, from_stage="dpo")
+    status = {o.stage: o.status for o in outcomes}
+    assert status["dpo"] == "done" and status["evaluate"] == "done"
+    assert status["critique"] == "done earlier"
+    metrics = MetricsFile.model_validate_json((run_dir / "metrics.json").read_text())
+    assert set(metrics.models) == {"base", "sft", "dpo"}
+    assert list((run_dir / "archive").iterdir())  # the earlier evaluation was archived
+
+
+def test_unknown_stage_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="unknown stage 'train'"):
+        run_pipeline(Recipe(), tmp_path, from_stage="train")
