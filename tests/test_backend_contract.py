@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from openai_server import FakeOpenAIServer, logprobs_reply
 
 from cai.backends import Backend, backend_names, load_backend
 from cai.records import GenerationRequest, Message, SamplingParams, ScoreRequest
+from openai_server import FakeOpenAIServer, logprobs_reply
 
 QUESTIONS = ["What is two plus two?", "Name a colour.", "Say hello in French, please."]
 

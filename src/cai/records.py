@@ -11,9 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import string
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from cai.errors import InputError
 
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length", "error"]
@@ -265,6 +269,31 @@ class PromptTemplate(Strict):
         if missing:
             raise KeyError(f"template {self.id} part {part!r} needs {sorted(missing)}")
         return self.parts[part].format(**values)
+
+
+@dataclass(slots=True)
+class Failure:
+    """A record whose model call failed: not written, retried on the next run."""
+
+    record_id: str
+    """The prompt or pair id."""
+    step: str
+    """Which call failed (draft, critique round 1, sample 2...)."""
+    error: str
+    """The backend's one-line error."""
+
+    def line(self) -> str:
+        """'ID: STEP: ERROR', as stage summaries list failures."""
+        return f"{self.record_id}: {self.step}: {self.error}"
+
+
+def require_unique_ids(ids: Sequence[str], what: str) -> None:
+    """Raise InputError naming the first id that appears twice."""
+    seen: set[str] = set()
+    for i in ids:
+        if i in seen:
+            raise InputError(f"{what} id {i!r} appears more than once; ids must be unique")
+        seen.add(i)
 
 
 def digest(obj: object, length: int = 16) -> str:

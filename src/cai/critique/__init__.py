@@ -10,7 +10,6 @@ from cai.critique._degenerate import degeneracy
 from cai.critique._stage import (
     CritiqueConfig,
     CritiqueSummary,
-    Failure,
     critique_revise,
     run_critique_stage,
     sft_example,
@@ -20,7 +19,6 @@ __all__ = [
     "DEGENERACY_REASONS",
     "CritiqueConfig",
     "CritiqueSummary",
-    "Failure",
     "critique_revise",
     "degeneracy",
     "run_critique_stage",

@@ -24,6 +24,7 @@ from cai.critique._templates import critique_request, revision_request, sl_cai_t
 from cai.errors import InputError
 from cai.records import (
     CritiqueRound,
+    Failure,
     Generation,
     GenerationRequest,
     Message,
@@ -32,6 +33,7 @@ from cai.records import (
     SFTExample,
     SLCAIRecord,
     Strict,
+    require_unique_ids,
 )
 from cai.store import JsonlWriter
 
@@ -50,15 +52,6 @@ class CritiqueConfig:
     draft: SamplingParams = field(default_factory=lambda: SamplingParams(max_new_tokens=160))
     critique: SamplingParams = field(default_factory=lambda: SamplingParams(max_new_tokens=128))
     revision: SamplingParams = field(default_factory=lambda: SamplingParams(max_new_tokens=160))
-
-
-@dataclass(slots=True)
-class Failure:
-    """A prompt whose model call failed; it is retried on the next run."""
-
-    prompt_id: str
-    step: str
-    error: str
 
 
 class CritiqueSummary(Strict):
@@ -240,10 +233,7 @@ def run_critique_stage(
     cfg = config or CritiqueConfig()
     out = Path(out_dir)
     start = time.perf_counter()
-    ids = [p.id for p in prompts]
-    if len(set(ids)) != len(ids):
-        dup = next(i for i in ids if ids.count(i) > 1)
-        raise InputError(f"prompt id {dup!r} appears more than once; ids must be unique")
+    require_unique_ids([p.id for p in prompts], "prompt")
     degenerate = dict.fromkeys(REASONS, 0)
     failures: list[Failure] = []
     written = sft_written = tokens = 0
@@ -281,7 +271,7 @@ def run_critique_stage(
         sft_examples=sft_written,
         degenerate={k: v for k, v in degenerate.items() if v},
         failed=len(failures),
-        failures=[f"prompt {f.prompt_id}: {f.step}: {f.error}" for f in failures],
+        failures=[f"prompt {f.line()}" for f in failures],
         completion_tokens=tokens,
         seconds=round(time.perf_counter() - start, 3),
         template=sl_cai_template().id,

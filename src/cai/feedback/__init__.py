@@ -9,7 +9,6 @@ Must not know: other workflows (critique, training, evaluation) or the CLI.
 """
 
 from cai.feedback._label import (
-    Failure,
     FeedbackConfig,
     FeedbackResult,
     choose_principles,
@@ -25,7 +24,6 @@ from cai.feedback._templates import compare_template
 __all__ = [
     "FILES",
     "Comparison",
-    "Failure",
     "FeedbackConfig",
     "FeedbackResult",
     "FeedbackStats",

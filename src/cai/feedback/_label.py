@@ -25,7 +25,7 @@ from cai.feedback._templates import (
     compare_template,
     reasoning_request,
 )
-from cai.records import Message, PairRecord, PreferenceRecord, SamplingParams
+from cai.records import Failure, Message, PairRecord, PreferenceRecord, SamplingParams
 
 Progress = Callable[[int, int], None]
 """Called after each model call with (requests finished, tokens generated)."""
@@ -65,15 +65,6 @@ class FeedbackConfig:
             raise InputError(f"min_confidence must be in [0, 0.5], got {self.min_confidence}")
         if self.few_shot < 0 or self.chunk_size < 1:
             raise InputError("few_shot must be 0 or more and chunk_size at least 1")
-
-
-@dataclass(slots=True)
-class Failure:
-    """A pair or prompt whose model call failed; it is retried on the next run."""
-
-    record_id: str
-    step: str
-    error: str
 
 
 @dataclass(slots=True)

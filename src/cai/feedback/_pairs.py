@@ -17,8 +17,16 @@ from pydantic import ValidationError
 
 from cai.backends import Backend
 from cai.errors import InputError
-from cai.feedback._label import Failure, Progress, is_identical
-from cai.records import GenerationRequest, PairRecord, PromptRecord, SamplingParams, Strict
+from cai.feedback._label import Progress, is_identical
+from cai.records import (
+    Failure,
+    GenerationRequest,
+    PairRecord,
+    PromptRecord,
+    SamplingParams,
+    Strict,
+    require_unique_ids,
+)
 from cai.store import JsonlWriter, assign_split, read_jsonl_dicts
 
 LOOSE_FIELDS = ("prompt", "response_a", "response_b")
@@ -107,7 +115,7 @@ def run_pairs_stage(
     cfg = params or SamplingParams(max_new_tokens=160, temperature=0.8)
     out = Path(out_dir)
     start = time.perf_counter()
-    _check_unique([p.id for p in prompts], "prompt")
+    require_unique_ids([p.id for p in prompts], "prompt")
     failures: list[Failure] = []
     written = identical = tokens = 0
 
@@ -134,7 +142,7 @@ def run_pairs_stage(
         written=written,
         identical=identical,
         failed=len(failures),
-        failures=[f"prompt {f.record_id}: {f.step}: {f.error}" for f in failures],
+        failures=[f"prompt {f.line()}" for f in failures],
         completion_tokens=tokens,
         seconds=round(time.perf_counter() - start, 3),
         models={"policy": policy.spec},
@@ -202,11 +210,3 @@ def _loose(obj: dict[str, Any], where: str, path: Path) -> PairRecord:
         seeds=[],
         source=str(path),
     )
-
-
-def _check_unique(ids: list[str], what: str) -> None:
-    seen: set[str] = set()
-    for rid in ids:
-        if rid in seen:
-            raise InputError(f"{what} id {rid!r} appears more than once; ids must be unique")
-        seen.add(rid)

@@ -20,12 +20,11 @@ from typing import Literal
 
 from cai.backends import Backend
 from cai.constitution import Constitution
-from cai.errors import InputError
-from cai.feedback._label import Failure, FeedbackConfig, Progress, label_preferences
+from cai.feedback._label import FeedbackConfig, Progress, label_preferences
 from cai.feedback._records import PairJudgement
 from cai.feedback._stats import FeedbackStats, feedback_stats
 from cai.feedback._templates import compare_template
-from cai.records import PairRecord, PreferenceRecord, Strict
+from cai.records import Failure, PairRecord, PreferenceRecord, Strict, require_unique_ids
 from cai.store import JsonlWriter, read_jsonl
 
 FILES = {
@@ -96,10 +95,7 @@ def run_feedback_stage(
     cfg = config or FeedbackConfig()
     out = Path(out_dir)
     start = time.perf_counter()
-    ids = [p.id for p in pairs]
-    if len(set(ids)) != len(ids):
-        dup = next(i for i in ids if ids.count(i) > 1)
-        raise InputError(f"pair id {dup!r} appears more than once; ids must be unique")
+    require_unique_ids([p.id for p in pairs], "pair")
     failures: list[Failure] = []
     ties: Counter[str] = Counter()
     labelled = identical = tokens = 0
@@ -139,7 +135,7 @@ def run_feedback_stage(
         ties=sum(ties.values()),
         ties_by_reason=dict(sorted(ties.items())),
         failed=len(failures),
-        failures=[f"pair {f.record_id}: {f.step}: {f.error}" for f in failures],
+        failures=[f"pair {f.line()}" for f in failures],
         stats=feedback_stats(judged),
         completion_tokens=tokens,
         seconds=round(time.perf_counter() - start, 3),
