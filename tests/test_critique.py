@@ -177,3 +177,15 @@ def test_cli_errors_are_one_line_with_exit_codes(tmp_path: Path) -> None:
         ],
     )
     assert res.exit_code == 1 and "server said 500" in res.output
+
+
+def test_trim_to_sentence() -> None:
+    from cai.critique import trim_to_sentence
+
+    cut = "Paris is the capital of France. It has many museums and a long history. The Lou"
+    assert (
+        trim_to_sentence(cut)
+        == "Paris is the capital of France. It has many museums and a long history."
+    )
+    assert trim_to_sentence("too short. x") is None
+    assert trim_to_sentence("no sentence end at all in this rather long answer text here") is None

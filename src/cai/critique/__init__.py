@@ -6,7 +6,7 @@ Must not know: other workflows (feedback, training, evaluation) or the CLI.
 """
 
 from cai.critique._degenerate import REASONS as DEGENERACY_REASONS
-from cai.critique._degenerate import degeneracy
+from cai.critique._degenerate import degeneracy, trim_to_sentence
 from cai.critique._stage import (
     CritiqueConfig,
     CritiqueSummary,
@@ -23,4 +23,5 @@ __all__ = [
     "degeneracy",
     "run_critique_stage",
     "sft_example",
+    "trim_to_sentence",
 ]

@@ -58,6 +58,23 @@ def looks_truncated(text: str, finish: FinishReason) -> bool:
     return not _SENTENCE_END.search(text) and not text.rstrip().endswith("```")
 
 
+def trim_to_sentence(text: str, min_words: int = 12) -> str | None:
+    """Cut a length-limited answer back to its last complete sentence (or paragraph).
+
+    Returns None when too little is left to be a useful answer. Used for helpfulness data, where
+    a cut answer trimmed at a sentence end is still a fair example of answering the request.
+    """
+    cut = max(
+        text.rfind(". "), text.rfind(".\n"), text.rfind("\n\n"), text.rfind("! "), text.rfind("? ")
+    )
+    if text.rstrip().endswith((".", "!", "?")):
+        cut = len(text.rstrip()) - 1
+    if cut <= 0:
+        return None
+    kept = text[: cut + 1].rstrip()
+    return kept if len(kept.split()) >= min_words else None
+
+
 def degeneracy(
     *,
     prompt: str,

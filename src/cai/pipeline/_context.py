@@ -22,7 +22,7 @@ OUTPUTS: dict[str, list[str]] = {
         "data/ties.jsonl",
         "data/feedback_summary.json",
     ],
-    "dpo": ["models/dpo"],
+    "dpo": ["models/dpo", "data/dpo_preferences.jsonl"],
     "evaluate": ["metrics.json", "report.html", "responses.jsonl", "judgments.jsonl"],
 }
 """Files and folders each stage writes under the run directory (``--from`` archives them)."""

@@ -124,6 +124,9 @@ class DPOStage(_Section):
     """Peak learning rate."""
     beta: float = Field(0.1, gt=0)
     """DPO temperature."""
+    revision_pairs: bool = True
+    """Also train on SL-CAI pairs (final revision preferred to the policy's draft, from every
+    non-degenerate trace) besides the AI-feedback pairs; both counts go into the report."""
     batch_size: int = Field(4, ge=1)
     """Per-device batch size."""
     max_length: int = Field(256, ge=16)

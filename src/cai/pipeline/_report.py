@@ -76,6 +76,7 @@ def _sizes(ctx: RunContext) -> str:
         ("response pairs", _lines(p("data/pairs.jsonl"))),
         ("preference pairs (training)", _count(p("data/preferences.jsonl"), PreferenceRecord)),
         ("ties (kept out of training)", _lines(p("data/ties.jsonl"))),
+        ("DPO pairs (AI feedback + SL-CAI revisions)", _lines(p("data/dpo_preferences.jsonl"))),
     ]
     return _table([(k, str(v)) for k, v in rows], ("dataset", "records"))
 

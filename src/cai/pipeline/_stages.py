@@ -11,7 +11,7 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
-from cai.critique import CritiqueConfig, run_critique_stage
+from cai.critique import CritiqueConfig, run_critique_stage, trim_to_sentence
 from cai.evaluate import evaluate_models, load_suites, write_outputs
 from cai.feedback import FeedbackConfig, run_feedback_stage, run_pairs_stage
 from cai.pipeline._context import RunContext, StageSkipped
@@ -25,9 +25,10 @@ from cai.records import (
     PromptRecord,
     SamplingParams,
     SFTExample,
+    SLCAIRecord,
 )
 from cai.scoring import get_detector
-from cai.store import JsonlWriter, load_prompts, read_jsonl, write_prompts
+from cai.store import JsonlWriter, load_prompts, read_jsonl, write_prompts, write_records
 
 Stage = Callable[[RunContext], dict[str, Any]]
 
@@ -57,19 +58,20 @@ def _prompts(ctx: RunContext, kind: str | None = None) -> list[PromptRecord]:
 
 
 def stage_respond(ctx: RunContext) -> dict[str, Any]:
-    """The policy answers every prompt; ordinary answers it gives in full become helpfulness
-    SFT data (its own answers, so SFT keeps what the base model could already do)."""
+    """The policy answers every prompt; its answers to ordinary requests become helpfulness SFT
+    data (its own answers, so SFT keeps what the base model could already do). An answer cut by
+    the token limit is trimmed to its last complete sentence; refusals are left out."""
     policy = ctx.pool.get(ctx.recipe.models.policy)
     prompts = [*_prompts(ctx), *_prompts(ctx, "helpful")]
     with request_progress(len(prompts), "respond") as advance:
         outs = policy.generate([GenerationRequest.user(p.text) for p in prompts], ctx.draft_params)
         advance(len(prompts), sum(g.completion_tokens for g in outs if not g.cached))
     failed = [p.id for p, g in zip(prompts, outs, strict=True) if g.finish_reason == "error"]
-    helpful = [
-        (p, g.text.strip())
-        for p, g in zip(prompts, outs, strict=True)
-        if p.kind == "helpful" and g.finish_reason == "stop"
-    ]
+    helpful = []
+    for p, g in zip(prompts, outs, strict=True):
+        text = g.text.strip() if g.finish_reason == "stop" else trim_to_sentence(g.text)
+        if p.kind == "helpful" and text:
+            helpful.append((p, text))
     labels = get_detector("rules").detect([p.text for p, _ in helpful], [t for _, t in helpful])
     kept = [
         (p, t) for (p, t), d in zip(helpful, labels, strict=True) if d.label == "full_compliance"
@@ -191,14 +193,41 @@ def stage_feedback(ctx: RunContext) -> dict[str, Any]:
     return {"labelled": s.labelled, "ties": s.ties, "position_bias_a": bias.value, "n": bias.n}
 
 
+def _revision_pairs(ctx: RunContext) -> list[PreferenceRecord]:
+    """SL-CAI traces as preferences: the final revision preferred to the policy's draft."""
+    out = []
+    for r in read_jsonl(ctx.path("data/sl_cai.jsonl"), SLCAIRecord):
+        if r.degenerate is not None:
+            continue
+        out.append(
+            PreferenceRecord(
+                id=f"revision-{r.id}",
+                prompt=[Message(role="user", content=r.prompt.text)],
+                chosen=[Message(role="assistant", content=r.final)],
+                rejected=[Message(role="assistant", content=r.draft)],
+                soft_label=1.0,
+                margin=0.0,  # no feedback-model margin: the critic rewrote it under a principle
+                principle_ids=[x.principle_id for x in r.rounds],
+                models=r.models,
+                template_version=r.template_version,
+                seed=r.seed,
+            )
+        )
+    return out
+
+
 def stage_dpo(ctx: RunContext) -> dict[str, Any]:
     st = ctx.recipe.stages.dpo
-    prefs = list(read_jsonl(ctx.path("data/preferences.jsonl"), PreferenceRecord))
+    feedback = list(read_jsonl(ctx.path("data/preferences.jsonl"), PreferenceRecord))
+    revisions = _revision_pairs(ctx) if st.revision_pairs else []
+    prefs = feedback + revisions
     if len(prefs) < 2:
         raise StageSkipped(
-            f"only {len(prefs)} preference pair(s) survived the order-consistency check; "
+            f"only {len(feedback)} AI-feedback and {len(revisions)} revision preference pair(s): "
             "the feedback model's labels were ties (see feedback_summary.json)"
         )
+    data = ctx.path("data/dpo_preferences.jsonl")
+    write_records(data, prefs)
     from cai.train import CaiDPOConfig, train_dpo
 
     cfg = CaiDPOConfig(
@@ -215,8 +244,14 @@ def stage_dpo(ctx: RunContext) -> dict[str, Any]:
     )
     ctx.pool.release(ctx.dpo_spec)
     base = _trained_or_base(ctx, "sft")
-    res = train_dpo(base, [ctx.path("data/preferences.jsonl")], ctx.path("models/dpo"), cfg)
-    return {"pairs": res.n_examples, "steps": res.steps, "loss": res.final_loss, "base": base}
+    res = train_dpo(base, [data], ctx.path("models/dpo"), cfg)
+    return {
+        "feedback_pairs": len(feedback),
+        "revision_pairs": len(revisions),
+        "steps": res.steps,
+        "loss": res.final_loss,
+        "base": base,
+    }
 
 
 def stage_evaluate(ctx: RunContext) -> dict[str, Any]:

@@ -8,7 +8,7 @@ Must not know: what the records mean, which stage wrote them, or how models are 
 """
 
 from cai.store._cache import ResponseCache
-from cai.store._jsonl import JsonlWriter, read_jsonl, read_jsonl_dicts
+from cai.store._jsonl import JsonlWriter, read_jsonl, read_jsonl_dicts, write_records
 from cai.store._prompt_sets import (
     BUILTIN_SETS,
     TEXT_COLUMNS,
@@ -43,4 +43,5 @@ __all__ = [
     "read_text",
     "validate_tree",
     "write_prompts",
+    "write_records",
 ]

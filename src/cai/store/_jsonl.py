@@ -78,6 +78,18 @@ def _line_of(path: Path, record_no: int) -> int:
     return record_no
 
 
+def write_records(path: str | Path, records: Iterable[BaseModel]) -> Path:
+    """Write records as JSONL, replacing the file atomically (temp file + rename)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for rec in records:
+            fh.write(rec.model_dump_json() + "\n")
+    os.replace(tmp, p)
+    return p
+
+
 class JsonlWriter:
     """Append-only writer that resumes: existing complete records are kept and their ids known.
 

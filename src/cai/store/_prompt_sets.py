@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from cai.errors import InputError, missing
 from cai.records import PromptRecord, Split
-from cai.store._jsonl import read_jsonl_dicts
+from cai.store._jsonl import read_jsonl_dicts, write_records
 
 BUILTIN_SETS = ("harmful", "helpful", "borderline")
 """Names of the bundled prompt sets, loadable as ``builtin:NAME``."""
@@ -74,14 +74,7 @@ def load_prompts(
 
 def write_prompts(path: str | Path, records: Iterable[PromptRecord]) -> Path:
     """Write records as PromptRecord JSONL, replacing the file atomically; returns the path."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for rec in records:
-            fh.write(rec.model_dump_json() + "\n")
-    os.replace(tmp, p)
-    return p
+    return write_records(path, records)
 
 
 def _load(source: str, *, column: str | None, category_column: str | None) -> list[PromptRecord]:
