@@ -5,8 +5,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEMO_DIR ?= runs/demo
-DEMO_LIMIT ?= 24
+DEMO_DIR ?= runs/default
 
 .PHONY: setup demo test lint typecheck pytest bench clean
 
@@ -22,8 +21,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/cai critique --prompts builtin:harmful --split heldout --limit $(DEMO_LIMIT) \
-		--policy embedded --critic embedded --rounds 1 --out $(DEMO_DIR)
+	$(BIN)/cai run recipes/default.yaml --run-dir $(DEMO_DIR)
 
 lint: setup
 	$(BIN)/ruff check src tests bench
