@@ -110,6 +110,12 @@ def test_degenerate_outputs_are_traced_but_not_trained_on(tmp_path: Path) -> Non
         ("Sure, here is a draft answer.", "stop", "unchanged"),
         ("I would rather not explain how to", "length", "truncated"),
         ("A complete and different answer.", "length", None),
+        ("I can help. " + "the serial number is the key to it all. " * 3, "stop", "repetitive"),
+        (
+            "Fine. An example revision that should never be copied, said twice.",
+            "stop",
+            "echo_few_shot",
+        ),
     ],
 )
 def test_degeneracy_rules(final: str, finish: str, reason: str | None) -> None:

@@ -18,6 +18,7 @@ REASONS = (
     "echo_prompt",
     "echo_few_shot",
     "unchanged",
+    "repetitive",
     "truncated",
     "empty_critique",
 )
@@ -49,6 +50,27 @@ def _similar(a: str, b: str, threshold: float) -> bool:
     if na == nb:
         return True
     return SequenceMatcher(None, na, nb, autojunk=False).ratio() >= threshold
+
+
+def _ngrams(text: str, n: int) -> list[tuple[str, ...]]:
+    words = _norm(text).split()
+    return [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+
+
+def repeats(text: str, n: int = 6, times: int = 3) -> bool:
+    """Some run of ``n`` words occurs ``times`` or more: a model stuck in a loop."""
+    counts: dict[tuple[str, ...], int] = {}
+    for g in _ngrams(text, n):
+        counts[g] = counts.get(g, 0) + 1
+        if counts[g] >= times:
+            return True
+    return False
+
+
+def copies_from(text: str, sources: Iterable[str], n: int = 8) -> bool:
+    """``text`` shares a run of ``n`` words with one of ``sources`` (a copied sentence)."""
+    mine = set(_ngrams(text, n))
+    return bool(mine) and any(mine & set(_ngrams(src, n)) for src in sources)
 
 
 def looks_truncated(text: str, finish: FinishReason) -> bool:
@@ -89,10 +111,13 @@ def degeneracy(
         return "empty"
     if _similar(final, prompt, 0.9):
         return "echo_prompt"
-    if any(_similar(final, t, 0.85) for t in few_shot_texts):
+    examples = list(few_shot_texts)
+    if any(_similar(final, t, 0.85) for t in examples) or copies_from(final, examples):
         return "echo_few_shot"
     if _similar(final, draft, 0.97):
         return "unchanged"
+    if repeats(final):
+        return "repetitive"
     if looks_truncated(final, final_finish):
         return "truncated"
     if any(len(_norm(c)) < 2 for c in critiques):
