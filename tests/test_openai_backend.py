@@ -97,7 +97,14 @@ def test_generate_keeps_request_order(server: FakeOpenAIServer, make: Make) -> N
 
 
 def test_request_body_carries_sampling_settings(server: FakeOpenAIServer, make: Make) -> None:
-    params = SamplingParams(max_new_tokens=17, temperature=0.7, top_p=0.9, seed=42, stop=("END",))
+    params = SamplingParams(
+        max_new_tokens=17,
+        temperature=0.7,
+        top_p=0.9,
+        seed=42,
+        stop=("END",),
+        repetition_penalty=1.2,
+    )
     req = GenerationRequest(
         messages=(Message(role="system", content="be kind"), Message(role="user", content="hi"))
     )
@@ -112,6 +119,7 @@ def test_request_body_carries_sampling_settings(server: FakeOpenAIServer, make: 
         "top_p": 0.9,
         "seed": 42,
         "stop": ["END"],
+        "repetition_penalty": 1.2,
     }
     assert got.headers["Authorization"] == "Bearer sk-test"
 

@@ -86,3 +86,14 @@ def test_errors_are_not_cached(tmp_path: Path) -> None:
     healthy = CachedBackend(MockBackend(), cache)
     g = healthy.generate([GenerationRequest.user("q")], SamplingParams())[0]
     assert g.finish_reason == "stop" and not g.cached
+
+
+def test_cache_keys_ignore_default_settings(tmp_path: Path) -> None:
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    be = CachedBackend(MockBackend(), cache)
+    req = [GenerationRequest.user("q")]
+    be.generate(req, SamplingParams(max_new_tokens=20))
+    again = be.generate(req, SamplingParams(max_new_tokens=20, repetition_penalty=1.0))
+    assert again[0].cached
+    other = be.generate(req, SamplingParams(max_new_tokens=20, repetition_penalty=1.3))
+    assert not other[0].cached

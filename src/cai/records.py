@@ -59,6 +59,8 @@ class SamplingParams(Frozen):
     """Seed for sampling; recorded with every output."""
     stop: tuple[str, ...] = ()
     """Strings that end generation; they are not included in the output."""
+    repetition_penalty: float = Field(1.0, gt=0.0)
+    """Penalty on tokens already in the context (1.0 = none). Small critics loop without it."""
 
 
 class GenerationRequest(Frozen):

@@ -29,7 +29,8 @@ class CachedBackend:
     def generate(
         self, requests: Sequence[GenerationRequest], params: SamplingParams
     ) -> list[Generation]:
-        p = params.model_dump(mode="json")
+        # Default-valued settings are left out of the key, so adding a setting keeps old keys.
+        p = params.model_dump(mode="json", exclude_defaults=True)
         reqs = [r.model_dump(mode="json") for r in requests]
         keys = [self._key("generate", r, p) for r in reqs]
         found = self.cache.get_many(list(set(keys)))

@@ -336,6 +336,8 @@ class HFBackend:
             "pad_token_id": self._pad_id,
             "eos_token_id": sorted(self._eos_ids) or None,
         }
+        if params.repetition_penalty != 1.0:
+            kwargs["repetition_penalty"] = params.repetition_penalty
         if params.temperature > 0:
             # The seed depends on the call's seed and the batch number only, so a rerun of the
             # same requests with the same seed samples the same text.

@@ -134,6 +134,8 @@ class OpenAIBackend:
             }
             if params.stop:
                 body["stop"] = list(params.stop)
+            if params.repetition_penalty != 1.0:
+                body["repetition_penalty"] = params.repetition_penalty  # vLLM / llama.cpp extension
             try:
                 data = self._post(i, "/chat/completions", body)
                 return _to_generation(data, params.stop)

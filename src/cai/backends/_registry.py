@@ -21,6 +21,7 @@ _BUILTIN: dict[str, str] = {
     "hf": "cai.backends._hf:HFBackend",
     "run": "cai.backends._hf:HFBackend",
     "openai": "cai.backends._openai:OpenAIBackend",
+    "gguf": "cai.backends._gguf:GGUFBackend",
 }
 _REGISTERED: dict[str, Factory] = {}
 

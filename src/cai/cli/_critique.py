@@ -56,6 +56,13 @@ from cai.store import load_prompts
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-new-tokens", type=click.IntRange(min=8), default=160, show_default=True)
+@click.option(
+    "--repetition-penalty",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Penalty on repeated tokens for critiques and revisions.",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option(
     "--out",
@@ -76,6 +83,7 @@ def critique(
     few_shot: int,
     seed: int,
     max_new_tokens: int,
+    repetition_penalty: float,
     batch_size: int,
     out_dir: Path,
 ) -> None:
@@ -87,8 +95,14 @@ def critique(
         seed=seed,
         few_shot=few_shot,
         draft=SamplingParams(max_new_tokens=max_new_tokens, seed=seed),
-        critique=SamplingParams(max_new_tokens=max(max_new_tokens * 3 // 4, 8), seed=seed),
-        revision=SamplingParams(max_new_tokens=max_new_tokens, seed=seed),
+        critique=SamplingParams(
+            max_new_tokens=max(max_new_tokens * 3 // 4, 8),
+            seed=seed,
+            repetition_penalty=repetition_penalty,
+        ),
+        revision=SamplingParams(
+            max_new_tokens=max_new_tokens, seed=seed, repetition_penalty=repetition_penalty
+        ),
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:

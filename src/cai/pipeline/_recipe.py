@@ -57,6 +57,8 @@ class Generation(_Section):
     """Token limit for drafts and revisions (critiques get 3/4 of it)."""
     batch_size: int = Field(16, ge=1)
     """Requests per forward batch on transformers backends."""
+    critic_repetition_penalty: float = Field(1.0, gt=0)
+    """Repetition penalty for critiques and revisions (1.0 = none; drafts never get one)."""
 
 
 class CritiqueStage(_Section):

@@ -96,14 +96,16 @@ def _example(rid: str, prompt: str, answer: str) -> SFTExample:
 
 def stage_critique(ctx: RunContext) -> dict[str, Any]:
     r = ctx.recipe
-    g = r.generation.max_new_tokens
+    g, rp = r.generation.max_new_tokens, r.generation.critic_repetition_penalty
     cfg = CritiqueConfig(
         rounds=r.stages.critique.rounds,
         seed=r.seed,
         few_shot=r.stages.critique.few_shot,
         draft=ctx.draft_params,
-        critique=SamplingParams(max_new_tokens=max(g * 3 // 4, 8), seed=r.seed),
-        revision=SamplingParams(max_new_tokens=g, seed=r.seed),
+        critique=SamplingParams(
+            max_new_tokens=max(g * 3 // 4, 8), seed=r.seed, repetition_penalty=rp
+        ),
+        revision=SamplingParams(max_new_tokens=g, seed=r.seed, repetition_penalty=rp),
     )
     prompts = _prompts(ctx)
     policy, critic = ctx.pool.get(r.models.policy), ctx.pool.get(r.models.critic)
