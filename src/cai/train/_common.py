@@ -32,7 +32,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from cai.backends._hf import _FALLBACK_TEMPLATE, ModelSource, resolve_spec
+from cai.backends import FALLBACK_CHAT_TEMPLATE as _FALLBACK_TEMPLATE
+from cai.backends import ModelSource, resolve_spec
 from cai.errors import InputError, missing
 from cai.records import Strict
 from cai.train._data import DataFile

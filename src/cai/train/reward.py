@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cai.backends._hf import resolve_spec
+from cai.backends import resolve_spec
 from cai.errors import InputError, missing
 from cai.train._common import (
     COMMON_KEYS,
