@@ -23,18 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from cai.backends._common import BUGS, CHATML_TEMPLATE
 from cai.backends._embedded import EMBEDDED_NAME, embedded_model_dir
 from cai.errors import BackendError, InputError, missing
 from cai.records import Generation, GenerationRequest, Message, SamplingParams, ScoreRequest
 
 __all__ = ["GenerationStats", "HFBackend", "ModelSource", "embedded_model_dir", "resolve_spec"]
 
-# Used only for a tokenizer without a chat template (a base model): plain ChatML.
-_FALLBACK_TEMPLATE = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + "
-    "message['content'] + '<|im_end|>\\n' }}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
+_FALLBACK_TEMPLATE = CHATML_TEMPLATE
 _DTYPES = {
     "float32": "float32",
     "fp32": "float32",
@@ -43,8 +39,7 @@ _DTYPES = {
     "float16": "float16",
     "fp16": "float16",
 }
-# Exceptions that mean our code (not the model or the input) is wrong: never turned into results.
-_BUGS = (TypeError, AttributeError, NameError, ImportError, AssertionError)
+_BUGS = BUGS
 K = TypeVar("K")
 T = TypeVar("T")
 R = TypeVar("R")
