@@ -36,7 +36,7 @@ pytest: setup
 test: lint typecheck pytest
 
 bench: setup
-	$(BIN)/python bench/critique_throughput.py
+	$(BIN)/python bench/critique_throughput.py --n 32 --n-sequential 6
 
 clean:
 	rm -rf $(VENV) runs .mypy_cache .pytest_cache .ruff_cache
