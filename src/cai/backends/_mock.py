@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from cai.errors import InputError
 from cai.records import Generation, GenerationRequest, SamplingParams, ScoreRequest
+from cai.store import first_error
 
 _WORDS = (
     "the",
@@ -200,9 +201,7 @@ def _load_script(path: Path) -> MockScript:
     try:
         script = MockScript.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        raise InputError(f"{path}: {loc}: {err['msg']}") from None
+        raise InputError(f"{path}: {first_error(exc)}") from None
     for i, rule in enumerate(script.rules):
         try:
             re.compile(rule.when)

@@ -27,7 +27,7 @@ from cai.records import (
     Strict,
     require_unique_ids,
 )
-from cai.store import JsonlWriter, assign_split, read_jsonl_dicts
+from cai.store import JsonlWriter, assign_split, first_error, read_jsonl_dicts
 
 LOOSE_FIELDS = ("prompt", "response_a", "response_b")
 """Fields a pair line needs when it is not a PairRecord."""
@@ -160,11 +160,9 @@ def load_pairs(path: str | Path) -> list[PairRecord]:
     used when present, other fields are ignored) and becomes a pair whose ``source`` is the file.
     """
     p = Path(path)
-    objects = list(read_jsonl_dicts(p))  # missing file and bad JSON raise with file:line
-    lines = [n for n, raw in enumerate(p.read_bytes().split(b"\n"), 1) if raw.strip()]
     pairs: list[PairRecord] = []
     seen: dict[str, int] = {}
-    for line, obj in zip(lines, objects, strict=True):
+    for line, obj in read_jsonl_dicts(p):  # a missing file and bad JSON raise with file:line
         where = f"{p}:{line}"
         pair = _record(obj, where) if isinstance(obj.get("prompt"), dict) else _loose(obj, where, p)
         if pair.id in seen:
@@ -178,9 +176,7 @@ def _record(obj: dict[str, Any], where: str) -> PairRecord:
     try:
         return PairRecord.model_validate(obj)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"]) or "record"
-        raise InputError(f"{where}: {loc}: {err['msg']}") from None
+        raise InputError(f"{where}: {first_error(exc)}") from None
 
 
 def _loose(obj: dict[str, Any], where: str, path: Path) -> PairRecord:
@@ -199,8 +195,7 @@ def _loose(obj: dict[str, Any], where: str, path: Path) -> PairRecord:
             | {"split": assign_split(rid), "source": str(path)}
         )
     except ValidationError as exc:
-        err = exc.errors()[0]
-        raise InputError(f"{where}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        raise InputError(f"{where}: {first_error(exc)}") from None
     return PairRecord(
         id=rid,
         prompt=prompt,

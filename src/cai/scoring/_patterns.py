@@ -18,6 +18,7 @@ from ruamel.yaml import YAML
 
 from cai.errors import InputError
 from cai.records import Strict
+from cai.store import first_error
 
 _LISTS = (
     "softeners",
@@ -107,9 +108,7 @@ def compile_patterns(data: object, where: str) -> CompiledPatterns:
     try:
         src = RefusalPatterns.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"]) or "file"
-        raise InputError(f"{where}: {loc}: {err['msg']}") from None
+        raise InputError(f"{where}: {first_error(exc)}") from None
     lists: dict[str, tuple[re.Pattern[str], ...]] = {}
     for name in _LISTS:
         compiled = []

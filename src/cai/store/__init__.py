@@ -8,7 +8,14 @@ Must not know: what the records mean, which stage wrote them, or how models are 
 """
 
 from cai.store._cache import ResponseCache
-from cai.store._jsonl import JsonlWriter, read_jsonl, read_jsonl_dicts, write_records
+from cai.store._jsonl import (
+    JsonlWriter,
+    first_error,
+    read_jsonl,
+    read_jsonl_dicts,
+    read_jsonl_numbered,
+    write_records,
+)
 from cai.store._prompt_sets import (
     BUILTIN_SETS,
     TEXT_COLUMNS,
@@ -32,6 +39,7 @@ __all__ = [
     "JsonlWriter",
     "ResponseCache",
     "assign_split",
+    "first_error",
     "format_loc",
     "line_of",
     "load_prompts",
@@ -40,6 +48,7 @@ __all__ = [
     "parse_yaml",
     "read_jsonl",
     "read_jsonl_dicts",
+    "read_jsonl_numbered",
     "read_text",
     "validate_tree",
     "write_prompts",

@@ -20,7 +20,8 @@ from cai.errors import InputError
 M = TypeVar("M", bound=BaseModel)
 
 
-def _first_error(exc: ValidationError) -> str:
+def first_error(exc: ValidationError) -> str:
+    """A validation error as one line: 'dotted.location: message (+N more)'."""
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"]) or "record"
     more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
@@ -29,8 +30,9 @@ def _first_error(exc: ValidationError) -> str:
 
 def read_jsonl_dicts(
     path: str | Path, *, allow_torn_tail: bool = False
-) -> Iterator[dict[str, Any]]:
-    """Yield each line as a dict. Blank lines are skipped; a bad line raises InputError.
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, object) per line. Blank lines are skipped; a bad line raises
+    InputError naming the file and line.
 
     With ``allow_torn_tail`` a final line that has no newline and does not parse is ignored
     (the signature of a crash mid-write).
@@ -52,30 +54,24 @@ def read_jsonl_dicts(
             raise InputError(f"{p}:{lineno}: not valid JSON ({exc})") from None
         if not isinstance(obj, dict):
             raise InputError(f"{p}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-        yield obj
+        yield lineno, obj
+
+
+def read_jsonl_numbered(
+    path: str | Path, model: type[M], *, allow_torn_tail: bool = False
+) -> Iterator[tuple[int, M]]:
+    """Yield (line number, validated record); a line that does not match names file:line."""
+    for lineno, obj in read_jsonl_dicts(path, allow_torn_tail=allow_torn_tail):
+        try:
+            yield lineno, model.model_validate(obj)
+        except ValidationError as exc:
+            raise InputError(f"{path}:{lineno}: {first_error(exc)}") from None
 
 
 def read_jsonl(path: str | Path, model: type[M], *, allow_torn_tail: bool = False) -> Iterator[M]:
     """Yield validated records; a line that does not match ``model`` names file:line."""
-    p = Path(path)
-    lineno = 0
-    for lineno, obj in enumerate(read_jsonl_dicts(p, allow_torn_tail=allow_torn_tail), 1):
-        try:
-            yield model.model_validate(obj)
-        except ValidationError as exc:
-            # Line numbers count records here only when there are no blank lines; re-find it.
-            raise InputError(f"{p}:{_line_of(p, lineno)}: {_first_error(exc)}") from None
-
-
-def _line_of(path: Path, record_no: int) -> int:
-    seen = 0
-    with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            if raw.strip():
-                seen += 1
-                if seen == record_no:
-                    return lineno
-    return record_no
+    for _, rec in read_jsonl_numbered(path, model, allow_torn_tail=allow_torn_tail):
+        yield rec
 
 
 def write_records(path: str | Path, records: Iterable[BaseModel]) -> Path:

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from cai.errors import InputError, missing
 from cai.records import PromptRecord, Split
-from cai.store._jsonl import read_jsonl_dicts, write_records
+from cai.store._jsonl import first_error, read_jsonl_dicts, write_records
 
 BUILTIN_SETS = ("harmful", "helpful", "borderline")
 """Names of the bundled prompt sets, loadable as ``builtin:NAME``."""
@@ -127,9 +127,8 @@ class _Rows:
 def _load_jsonl(
     path: Path, source: str, *, column: str | None, category_column: str | None
 ) -> list[PromptRecord]:
-    objects = list(read_jsonl_dicts(path))  # missing file and bad JSON raise with file:line
-    lines = [n for n, raw in enumerate(path.read_bytes().split(b"\n"), 1) if raw.strip()]
-    rows = [_Row(n, obj) for n, obj in zip(lines, objects, strict=True)]
+    # a missing file and bad JSON raise with file:line
+    rows = [_Row(n, obj) for n, obj in read_jsonl_dicts(path)]
     if rows and column is None and category_column is None and "version" in rows[0].fields:
         return _records(rows, path)
     table = _Rows(str(path), None, iter(rows))
@@ -144,9 +143,7 @@ def _records(rows: list[_Row], path: Path) -> list[PromptRecord]:
         try:
             rec = PromptRecord.model_validate(row.fields)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"]) or "record"
-            raise InputError(f"{path}:{row.line}: {loc}: {err['msg']}") from None
+            raise InputError(f"{path}:{row.line}: {first_error(exc)}") from None
         if not rec.text.strip():
             raise InputError(f"{path}:{row.line}: empty text")
         _check_unique(rec.id, row.line, seen, str(path))

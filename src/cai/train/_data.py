@@ -20,7 +20,7 @@ from pydantic import Field
 
 from cai.errors import InputError
 from cai.records import Message, PreferenceRecord, SFTExample, Strict
-from cai.store import read_jsonl
+from cai.store import read_jsonl_numbered
 
 Row = dict[str, Any]
 
@@ -49,28 +49,18 @@ def _chat(messages: Sequence[Message]) -> list[dict[str, str]]:
     return [{"role": m.role, "content": m.content} for m in messages]
 
 
-def _line_of(path: Path, record_no: int) -> int:
-    """The line number of the ``record_no``-th non-blank line (records skip blank lines)."""
-    seen = 0
-    with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            seen += bool(raw.strip())
-            if seen == record_no:
-                return lineno
-    return record_no
-
-
 def read_sft(paths: Sequence[Path]) -> tuple[list[SFTExample], list[DataFile]]:
     """Every SFTExample in the files, in order; an example must end with an assistant turn."""
     examples: list[SFTExample] = []
     files: list[DataFile] = []
     for path in paths:
         path = Path(path).expanduser().resolve()
-        got = list(read_jsonl(path, SFTExample))
-        for n, ex in enumerate(got, start=1):
+        numbered = list(read_jsonl_numbered(path, SFTExample))
+        got = [ex for _, ex in numbered]
+        for line, ex in numbered:
             if len(ex.messages) < 2 or ex.messages[-1].role != "assistant":
                 raise InputError(
-                    f"{path}:{_line_of(path, n)}: messages must end with an assistant turn that "
+                    f"{path}:{line}: messages must end with an assistant turn that "
                     "follows at least one prompt turn"
                 )
         examples += got
@@ -84,12 +74,13 @@ def read_preferences(paths: Sequence[Path]) -> tuple[list[PreferenceRecord], lis
     files: list[DataFile] = []
     for path in paths:
         path = Path(path).expanduser().resolve()
-        got = list(read_jsonl(path, PreferenceRecord))
-        for n, rec in enumerate(got, start=1):
+        numbered = list(read_jsonl_numbered(path, PreferenceRecord))
+        got = [rec for _, rec in numbered]
+        for line, rec in numbered:
             turns = (rec.chosen[-1:], rec.rejected[-1:])
             if not rec.prompt or any(not t or t[0].role != "assistant" for t in turns):
                 raise InputError(
-                    f"{path}:{_line_of(path, n)}: a preference needs a prompt and chosen and "
+                    f"{path}:{line}: a preference needs a prompt and chosen and "
                     "rejected turns that end with an assistant message"
                 )
         records += got
