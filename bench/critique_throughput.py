@@ -13,6 +13,7 @@ ratios. No cache is used. The last line is ``batched/sequential=R1 batched/raw=R
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from collections.abc import Sequence
 
@@ -63,15 +64,10 @@ def main() -> None:
 
     prompts = load_prompts("builtin:harmful")[: args.n]
     constitution = load_default()
-    g = args.max_new_tokens
-    cfg = CritiqueConfig(
-        rounds=args.rounds,
-        few_shot=args.few_shot,
-        chunk_size=len(prompts),
-        draft=SamplingParams(max_new_tokens=g),
-        critique=SamplingParams(max_new_tokens=max(g * 3 // 4, 8)),
-        revision=SamplingParams(max_new_tokens=g),
+    cfg = CritiqueConfig.from_budget(
+        args.max_new_tokens, rounds=args.rounds, few_shot=args.few_shot
     )
+    cfg = dataclasses.replace(cfg, chunk_size=len(prompts))
     t = time.perf_counter()
     backend = HFBackend("embedded", batch_size=args.batch_size)
     print(f"model: embedded ({backend.dtype}), loaded in {time.perf_counter() - t:.1f} s")

@@ -12,7 +12,6 @@ from cai.cli._common import console, open_models, request_progress
 from cai.constitution import resolve_constitution
 from cai.critique import CritiqueConfig, run_critique_stage
 from cai.errors import BackendError
-from cai.records import SamplingParams
 from cai.store import load_prompts
 
 
@@ -90,19 +89,12 @@ def critique(
     """Draft, critique and revise: write sl_cai.jsonl (trace) and sft.jsonl (messages)."""
     prompts = load_prompts(prompts_src, column=column, split=split, limit=limit)
     constitution = resolve_constitution(constitution_path)
-    cfg = CritiqueConfig(
+    cfg = CritiqueConfig.from_budget(
+        max_new_tokens,
         rounds=rounds,
-        seed=seed,
         few_shot=few_shot,
-        draft=SamplingParams(max_new_tokens=max_new_tokens, seed=seed),
-        critique=SamplingParams(
-            max_new_tokens=max(max_new_tokens * 3 // 4, 8),
-            seed=seed,
-            repetition_penalty=repetition_penalty,
-        ),
-        revision=SamplingParams(
-            max_new_tokens=max_new_tokens, seed=seed, repetition_penalty=repetition_penalty
-        ),
+        seed=seed,
+        repetition_penalty=repetition_penalty,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:

@@ -53,6 +53,28 @@ class CritiqueConfig:
     critique: SamplingParams = field(default_factory=lambda: SamplingParams(max_new_tokens=128))
     revision: SamplingParams = field(default_factory=lambda: SamplingParams(max_new_tokens=160))
 
+    @classmethod
+    def from_budget(
+        cls,
+        max_new_tokens: int,
+        *,
+        rounds: int = 1,
+        few_shot: int = 2,
+        seed: int = 0,
+        repetition_penalty: float = 1.0,
+    ) -> CritiqueConfig:
+        """Drafts and revisions get ``max_new_tokens``, critiques three quarters of it; the
+        repetition penalty applies to the critic only (drafts show the policy as it is)."""
+        critic = {"seed": seed, "repetition_penalty": repetition_penalty}
+        return cls(
+            rounds=rounds,
+            seed=seed,
+            few_shot=few_shot,
+            draft=SamplingParams(max_new_tokens=max_new_tokens, seed=seed),
+            critique=SamplingParams(max_new_tokens=max(max_new_tokens * 3 // 4, 8), **critic),
+            revision=SamplingParams(max_new_tokens=max_new_tokens, **critic),
+        )
+
 
 class CritiqueSummary(Strict):
     """What one run of the stage did."""

@@ -8,7 +8,6 @@ from pathlib import Path
 from cai.constitution import Constitution
 from cai.pipeline._models import ModelPool
 from cai.pipeline._recipe import Recipe
-from cai.records import SamplingParams
 
 OUTPUTS: dict[str, list[str]] = {
     "prompts": ["data/prompts.jsonl", "data/pair_prompts.jsonl"],
@@ -53,16 +52,11 @@ class RunContext:
         """A recipe size, capped by ``--limit``."""
         return n if self.limit is None else min(n, self.limit)
 
-    @property
-    def draft_params(self) -> SamplingParams:
-        """Settings of policy drafts; respond and critique share them so drafts are cached once."""
-        g = self.recipe.generation
-        return SamplingParams(max_new_tokens=g.max_new_tokens, seed=self.recipe.seed)
+    def run_spec(self, name: str) -> str:
+        """The model spec of a model this run trains (``sft`` or ``dpo``)."""
+        return f"run:{self.path(f'models/{name}')}"
 
-    @property
-    def sft_spec(self) -> str:
-        return f"run:{self.path('models/sft')}"
-
-    @property
-    def dpo_spec(self) -> str:
-        return f"run:{self.path('models/dpo')}"
+    def trained_spec(self, name: str) -> str | None:
+        """``run_spec(name)`` once that model has been trained, else None."""
+        done = (self.path(f"models/{name}") / "train_meta.json").exists()
+        return self.run_spec(name) if done else None

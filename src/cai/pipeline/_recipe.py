@@ -70,25 +70,44 @@ class CritiqueStage(_Section):
     """Worked examples from the constitution shown to the critic."""
 
 
-class SFTStage(_Section):
-    """Supervised fine-tuning on revisions plus helpfulness data (TRL SFTTrainer)."""
+class _TrainStage(_Section):
+    """Settings every training stage shares (a LoRA adapter by default)."""
 
     lora: bool = True
     """LoRA adapter (True) or full fine-tune."""
     epochs: float = Field(2.0, gt=0)
-    """Passes over the SFT data."""
+    """Passes over the training data."""
     learning_rate: float = Field(2e-4, gt=0)
     """Peak learning rate."""
     batch_size: int = Field(4, ge=1)
     """Per-device batch size."""
     max_length: int = Field(256, ge=16)
     """Tokens per example (longer ones are truncated)."""
-    helpful_ratio: float = Field(1.0, ge=0)
-    """Helpfulness examples per revision example."""
     report_to: str = "none"
     """Training logger: none, tensorboard, wandb."""
     extra: dict[str, Any] = {}
-    """Any other TrainingArguments field, passed through (e.g. deepspeed, fsdp)."""
+    """Any other TRL config field, passed through (e.g. deepspeed, fsdp)."""
+
+    def trainer_args(self, output_dir: str, seed: int) -> dict[str, Any]:
+        """Keyword arguments for the TRL config subclass of this stage."""
+        return {
+            "output_dir": output_dir,
+            "lora": self.lora,
+            "num_train_epochs": self.epochs,
+            "learning_rate": self.learning_rate,
+            "per_device_train_batch_size": self.batch_size,
+            "max_length": self.max_length,
+            "report_to": self.report_to,
+            "seed": seed,
+            **self.extra,
+        }
+
+
+class SFTStage(_TrainStage):
+    """Supervised fine-tuning on revisions plus helpfulness data (TRL SFTTrainer)."""
+
+    helpful_ratio: float = Field(1.0, ge=0)
+    """Helpfulness examples per revision example."""
 
 
 class PairsStage(_Section):
@@ -115,13 +134,9 @@ class FeedbackStage(_Section):
     """Soft labels closer than this to 0.5 are ties."""
 
 
-class DPOStage(_Section):
-    """Direct preference optimisation on the AI-feedback labels (TRL DPOTrainer)."""
+class DPOStage(_TrainStage):
+    """Direct preference optimisation on the SFT model (TRL DPOTrainer)."""
 
-    lora: bool = True
-    """LoRA adapter on the SFT model (True) or full fine-tune."""
-    epochs: float = Field(2.0, gt=0)
-    """Passes over the preferences."""
     learning_rate: float = Field(5e-5, gt=0)
     """Peak learning rate."""
     beta: float = Field(0.1, gt=0)
@@ -129,14 +144,6 @@ class DPOStage(_Section):
     revision_pairs: bool = True
     """Also train on SL-CAI pairs (final revision preferred to the policy's draft, from every
     non-degenerate trace) besides the AI-feedback pairs; both counts go into the report."""
-    batch_size: int = Field(4, ge=1)
-    """Per-device batch size."""
-    max_length: int = Field(256, ge=16)
-    """Tokens per prompt+response."""
-    report_to: str = "none"
-    """Training logger: none, tensorboard, wandb."""
-    extra: dict[str, Any] = {}
-    """Any other DPOConfig field, passed through."""
 
 
 class EvaluateStage(_Section):

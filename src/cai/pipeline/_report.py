@@ -16,7 +16,7 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cai.records import PreferenceRecord, SFTExample, SLCAIRecord
+from cai.records import SLCAIRecord
 from cai.store import read_jsonl
 
 if TYPE_CHECKING:
@@ -27,10 +27,6 @@ def _table(rows: list[tuple[str, str]], head: tuple[str, str] | None = None) -> 
     h = f"<tr><th>{escape(head[0])}</th><th>{escape(head[1])}</th></tr>" if head else ""
     body = "".join(f"<tr><td>{escape(k)}</td><td>{escape(v)}</td></tr>" for k, v in rows)
     return f"<table>{h}{body}</table>"
-
-
-def _count(path: Path, model: Any) -> int:
-    return sum(1 for _ in read_jsonl(path, model)) if path.exists() else 0
 
 
 def _lines(path: Path) -> int:
@@ -72,9 +68,9 @@ def _sizes(ctx: RunContext) -> str:
         ("policy responses", _lines(p("data/responses.jsonl"))),
         ("helpfulness SFT examples", _lines(p("data/helpful_sft.jsonl"))),
         ("SL-CAI traces", _lines(p("data/sl_cai.jsonl"))),
-        ("SL-CAI SFT examples (non-degenerate)", _count(p("data/sft.jsonl"), SFTExample)),
+        ("SL-CAI SFT examples (non-degenerate)", _lines(p("data/sft.jsonl"))),
         ("response pairs", _lines(p("data/pairs.jsonl"))),
-        ("preference pairs (training)", _count(p("data/preferences.jsonl"), PreferenceRecord)),
+        ("preference pairs (training)", _lines(p("data/preferences.jsonl"))),
         ("ties (kept out of training)", _lines(p("data/ties.jsonl"))),
         ("DPO pairs (AI feedback + SL-CAI revisions)", _lines(p("data/dpo_preferences.jsonl"))),
     ]

@@ -64,7 +64,9 @@ def stage_respond(ctx: RunContext) -> dict[str, Any]:
     policy = ctx.pool.get(ctx.recipe.models.policy)
     prompts = [*_prompts(ctx), *_prompts(ctx, "helpful")]
     with request_progress(len(prompts), "respond") as advance:
-        outs = policy.generate([GenerationRequest.user(p.text) for p in prompts], ctx.draft_params)
+        outs = policy.generate(
+            [GenerationRequest.user(p.text) for p in prompts], _critique_config(ctx).draft
+        )
         advance(len(prompts), sum(g.completion_tokens for g in outs if not g.cached))
     failed = [p.id for p, g in zip(prompts, outs, strict=True) if g.finish_reason == "error"]
     helpful = []
@@ -94,19 +96,21 @@ def _example(rid: str, prompt: str, answer: str) -> SFTExample:
     )
 
 
+def _critique_config(ctx: RunContext) -> CritiqueConfig:
+    """The SL-CAI settings; its draft settings are also respond's, so drafts are made once."""
+    r = ctx.recipe
+    return CritiqueConfig.from_budget(
+        r.generation.max_new_tokens,
+        rounds=r.stages.critique.rounds,
+        few_shot=r.stages.critique.few_shot,
+        seed=r.seed,
+        repetition_penalty=r.generation.critic_repetition_penalty,
+    )
+
+
 def stage_critique(ctx: RunContext) -> dict[str, Any]:
     r = ctx.recipe
-    g, rp = r.generation.max_new_tokens, r.generation.critic_repetition_penalty
-    cfg = CritiqueConfig(
-        rounds=r.stages.critique.rounds,
-        seed=r.seed,
-        few_shot=r.stages.critique.few_shot,
-        draft=ctx.draft_params,
-        critique=SamplingParams(
-            max_new_tokens=max(g * 3 // 4, 8), seed=r.seed, repetition_penalty=rp
-        ),
-        revision=SamplingParams(max_new_tokens=g, seed=r.seed, repetition_penalty=rp),
-    )
+    cfg = _critique_config(ctx)
     prompts = _prompts(ctx)
     policy, critic = ctx.pool.get(r.models.policy), ctx.pool.get(r.models.critic)
     with request_progress(len(prompts) * (1 + 2 * cfg.rounds), "critique") as advance:
@@ -125,19 +129,9 @@ def stage_sft(ctx: RunContext) -> dict[str, Any]:
     n = sum(1 for _ in read_jsonl(ctx.path("data/sft.jsonl"), SFTExample))
     if n == 0:
         raise StageSkipped("no usable SL-CAI revisions (all degenerate); see critique_summary")
-    cfg = CaiSFTConfig(
-        output_dir=str(ctx.path("models/.sft-tmp")),
-        lora=st.lora,
-        num_train_epochs=st.epochs,
-        learning_rate=st.learning_rate,
-        per_device_train_batch_size=st.batch_size,
-        max_length=st.max_length,
-        helpful_ratio=st.helpful_ratio,
-        report_to=st.report_to,
-        seed=ctx.recipe.seed,
-        **st.extra,
-    )
-    ctx.pool.release(ctx.sft_spec)
+    args = st.trainer_args(str(ctx.path("models/.sft-tmp")), ctx.recipe.seed)
+    cfg = CaiSFTConfig(helpful_ratio=st.helpful_ratio, **args)
+    ctx.pool.release(ctx.run_spec("sft"))
     res = train_sft(
         ctx.recipe.models.policy,
         [ctx.path("data/sft.jsonl")],
@@ -151,7 +145,7 @@ def stage_sft(ctx: RunContext) -> dict[str, Any]:
 def stage_pairs(ctx: RunContext) -> dict[str, Any]:
     st = ctx.recipe.stages.pairs
     prompts = list(read_jsonl(ctx.path("data/pair_prompts.jsonl"), PromptRecord))
-    policy = ctx.pool.get(_trained_or_base(ctx, "sft"))
+    policy = ctx.pool.get(ctx.trained_spec("sft") or ctx.recipe.models.policy)
     params = SamplingParams(
         max_new_tokens=ctx.recipe.generation.max_new_tokens,
         temperature=st.temperature,
@@ -163,12 +157,6 @@ def stage_pairs(ctx: RunContext) -> dict[str, Any]:
     if s.failed:
         raise RuntimeError(f"{s.failed} prompts failed: {s.failures[0]}; rerun to retry")
     return {"pairs": s.written, "identical": s.identical}
-
-
-def _trained_or_base(ctx: RunContext, name: str) -> str:
-    if (ctx.path(f"models/{name}") / "train_meta.json").exists():
-        return f"run:{ctx.path(f'models/{name}')}"
-    return ctx.recipe.models.policy
 
 
 def stage_feedback(ctx: RunContext) -> dict[str, Any]:
@@ -233,19 +221,10 @@ def stage_dpo(ctx: RunContext) -> dict[str, Any]:
     from cai.train import CaiDPOConfig, train_dpo
 
     cfg = CaiDPOConfig(
-        output_dir=str(ctx.path("models/.dpo-tmp")),
-        lora=st.lora,
-        num_train_epochs=st.epochs,
-        learning_rate=st.learning_rate,
-        beta=st.beta,
-        per_device_train_batch_size=st.batch_size,
-        max_length=st.max_length,
-        report_to=st.report_to,
-        seed=ctx.recipe.seed,
-        **st.extra,
+        beta=st.beta, **st.trainer_args(str(ctx.path("models/.dpo-tmp")), ctx.recipe.seed)
     )
-    ctx.pool.release(ctx.dpo_spec)
-    base = _trained_or_base(ctx, "sft")
+    ctx.pool.release(ctx.run_spec("dpo"))
+    base = ctx.trained_spec("sft") or ctx.recipe.models.policy
     res = train_dpo(base, [data], ctx.path("models/dpo"), cfg)
     return {
         "feedback_pairs": len(feedback),
@@ -259,9 +238,7 @@ def stage_dpo(ctx: RunContext) -> dict[str, Any]:
 def stage_evaluate(ctx: RunContext) -> dict[str, Any]:
     ev = ctx.recipe.stages.evaluate
     models = {"base": ctx.recipe.models.policy}
-    for name in ("sft", "dpo"):
-        if (ctx.path(f"models/{name}") / "train_meta.json").exists():
-            models[name] = f"run:{ctx.path(f'models/{name}')}"
+    models |= {n: spec for n in ("sft", "dpo") if (spec := ctx.trained_spec(n))}
     suites = load_suites(ev.suites, limit=ctx.cap(ev.limit))
     judge_spec = ctx.recipe.models.judge
     judge = ctx.pool.get(judge_spec, dtype="float32") if judge_spec else None
