@@ -6,6 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= runs/default
+DEMO_ARGS ?=
 
 .PHONY: setup demo test lint typecheck pytest bench clean
 
@@ -21,7 +22,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/cai run recipes/default.yaml --run-dir $(DEMO_DIR)
+	$(BIN)/cai run recipes/default.yaml --run-dir $(DEMO_DIR) $(DEMO_ARGS)
 
 lint: setup
 	$(BIN)/ruff check src tests bench

@@ -5,11 +5,52 @@ from __future__ import annotations
 from contextlib import ExitStack
 from pathlib import Path
 
+import click
+
 from cai.backends import Backend, parse_spec
 from cai.pipeline import ModelPool, console, request_progress
 from cai.store import ResponseCache
 
-__all__ = ["console", "open_models", "request_progress"]
+__all__ = [
+    "BATCH_SIZE",
+    "COLUMN",
+    "CONSTITUTION",
+    "OUT_DIR",
+    "PROMPTS",
+    "console",
+    "open_models",
+    "request_progress",
+]
+
+# Options several commands share, defined once so their names, types and help agree.
+PROMPTS = click.option(
+    "--prompts",
+    "prompts_src",
+    required=True,
+    help="builtin:harmful|helpful|borderline, a .jsonl/.csv file, or a HF dataset id.",
+)
+COLUMN = click.option("--column", default=None, help="Text column of a CSV/JSONL/dataset file.")
+CONSTITUTION = click.option(
+    "--constitution",
+    "constitution_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Constitution YAML or bundled pack name (default: the bundled one).",
+)
+OUT_DIR = click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Output directory (model calls are cached there; rerun to resume and retry failures).",
+)
+BATCH_SIZE = click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="Requests per forward batch on transformers backends.",
+)
 
 
 def open_models(

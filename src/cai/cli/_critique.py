@@ -8,7 +8,16 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from cai.cli._common import console, open_models, request_progress
+from cai.cli._common import (
+    BATCH_SIZE,
+    COLUMN,
+    CONSTITUTION,
+    OUT_DIR,
+    PROMPTS,
+    console,
+    open_models,
+    request_progress,
+)
 from cai.constitution import resolve_constitution
 from cai.critique import CritiqueConfig, run_critique_stage
 from cai.errors import BackendError
@@ -16,13 +25,8 @@ from cai.store import load_prompts
 
 
 @click.command("critique")
-@click.option(
-    "--prompts",
-    "prompts_src",
-    required=True,
-    help="builtin:harmful|helpful|borderline, a .jsonl/.csv file, or a HF dataset id.",
-)
-@click.option("--column", default=None, help="Text column of a CSV/JSONL/dataset file.")
+@PROMPTS
+@COLUMN
 @click.option(
     "--split",
     type=click.Choice(["train", "heldout"]),
@@ -30,13 +34,7 @@ from cai.store import load_prompts
     help="Use only this split of the prompt set.",
 )
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="First N prompts only.")
-@click.option(
-    "--constitution",
-    "constitution_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Constitution YAML (default: the bundled one).",
-)
+@CONSTITUTION
 @click.option("--policy", default="embedded", show_default=True, help="Model spec of the policy.")
 @click.option("--critic", default="embedded", show_default=True, help="Model spec of the critic.")
 @click.option(
@@ -62,14 +60,8 @@ from cai.store import load_prompts
     show_default=True,
     help="Penalty on repeated tokens for critiques and revisions.",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Output directory (rerun the same command to resume).",
-)
+@BATCH_SIZE
+@OUT_DIR
 def critique(
     prompts_src: str,
     column: str | None,

@@ -9,7 +9,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from cai.cli._common import console, open_models, request_progress
+from cai.cli._common import BATCH_SIZE, OUT_DIR, console, open_models, request_progress
 from cai.errors import InputError
 from cai.evaluate import MetricsFile, evaluate_models, load_suites, write_outputs
 from cai.records import SamplingParams
@@ -70,16 +70,10 @@ def _table(metrics: MetricsFile) -> Table:
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="First N per suite.")
 @click.option("--max-new-tokens", type=click.IntRange(min=8), default=256, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@BATCH_SIZE
 @click.option("--examples", type=click.IntRange(min=0), default=2, show_default=True,
               help="Example prompts per suite kind shown in the report.")  # fmt: skip
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Output directory (model calls are cached there; rerun to retry failures).",
-)
+@OUT_DIR
 def eval_(
     specs: tuple[str, ...],
     names: tuple[str, ...],

@@ -8,7 +8,16 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from cai.cli._common import console, open_models, request_progress
+from cai.cli._common import (
+    BATCH_SIZE,
+    COLUMN,
+    CONSTITUTION,
+    OUT_DIR,
+    PROMPTS,
+    console,
+    open_models,
+    request_progress,
+)
 from cai.constitution import resolve_constitution
 from cai.errors import BackendError
 from cai.feedback import (
@@ -23,15 +32,6 @@ from cai.feedback import (
 from cai.records import SamplingParams
 from cai.store import load_prompts
 
-_OUT = click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Output directory (rerun the same command to resume).",
-)
-_BATCH = click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-
 
 def _fail_if_failures(failed: int, failures: list[str], what: str) -> None:
     for line in failures[:10]:
@@ -44,13 +44,8 @@ def _fail_if_failures(failed: int, failures: list[str], what: str) -> None:
 
 
 @click.command("pairs")
-@click.option(
-    "--prompts",
-    "prompts_src",
-    required=True,
-    help="builtin:harmful|helpful|borderline, a .jsonl/.csv file, or a HF dataset id.",
-)
-@click.option("--column", default=None, help="Text column of a CSV/JSONL/dataset file.")
+@PROMPTS
+@COLUMN
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="First N prompts only.")
 @click.option("--policy", default="embedded", show_default=True, help="Model spec of the policy.")
 @click.option(
@@ -58,8 +53,8 @@ def _fail_if_failures(failed: int, failures: list[str], what: str) -> None:
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds are SEED and SEED+1.")
 @click.option("--max-new-tokens", type=click.IntRange(min=8), default=160, show_default=True)
-@_BATCH
-@_OUT
+@BATCH_SIZE
+@OUT_DIR
 def pairs(
     prompts_src: str,
     column: str | None,
@@ -99,13 +94,7 @@ def pairs(
     required=True,
     help="JSONL of PairRecords, or of objects with prompt, response_a and response_b.",
 )
-@click.option(
-    "--constitution",
-    "constitution_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Constitution YAML (default: the bundled one).",
-)
+@CONSTITUTION
 @click.option(
     "--feedback",
     "feedback_specs",
@@ -144,8 +133,8 @@ def pairs(
     show_default=True,
     help="A soft label closer than this to 0.5 is a tie.",
 )
-@_BATCH
-@_OUT
+@BATCH_SIZE
+@OUT_DIR
 def feedback(
     pairs_path: Path,
     constitution_path: Path | None,
