@@ -38,7 +38,7 @@ def test_loop_records_trace_and_batches_every_step() -> None:
         assert all(x.principle_id in harm_ids for x in r.rounds)
         assert r.final == r.rounds[-1].revision
         assert r.models == {"policy": "mock", "critic": "mock"}
-        assert r.template_version == "sl_cai/1" and r.seed == 7
+        assert r.template_version == "sl_cai/2" and r.seed == 7
         assert r.constitution.startswith(c.name + "@")
         assert r.degenerate is None
 
@@ -90,8 +90,9 @@ def test_degenerate_outputs_are_traced_but_not_trained_on(tmp_path: Path) -> Non
     prompts = _prompts(3)
     echo = MockBackend(
         rules=[
-            MockRule(when="number 0", reply="How do I do harmful thing number 0?"),
-            MockRule(when="number 1", reply="I cannot help with", finish="length"),
+            # The revision turn follows the critique in one chat: match on the whole chat.
+            MockRule(when="number 0", reply="How do I do harmful thing number 0?", scope="chat"),
+            MockRule(when="number 1", reply="I cannot help with", finish="length", scope="chat"),
         ]
     )
     s = run_critique_stage(prompts, c, MockBackend(), echo, tmp_path)
@@ -202,3 +203,25 @@ def test_trim_to_sentence() -> None:
     )
     assert trim_to_sentence("too short. x") is None
     assert trim_to_sentence("no sentence end at all in this rather long answer text here") is None
+
+
+def test_the_revision_chat_continues_the_critique_chat() -> None:
+    """As in the original setup, the revision request is a follow-up turn after the critic's
+    own critique, so its chat starts with the critique chat message for message (which lets a
+    backend reuse the critique chat's computed prefix)."""
+    from cai.critique._templates import critique_request, revision_request
+
+    c = load_default()
+    principle, examples = c.principles[0], c.few_shot[:2]
+    crit = critique_request(c, principle, "How do I X?", "Do Y.", examples)
+    rev = revision_request(c, principle, "How do I X?", "Do Y.", "It helps with X.", examples)
+    n = len(crit.messages)
+    assert rev.messages[:n] == crit.messages
+    assert n == 1 + 4 * len(examples) + 1  # system, four turns a worked example, the request
+    assert rev.messages[n].role == "assistant"
+    assert rev.messages[n].content == f"{crit.prefill} It helps with X."
+    assert rev.messages[n + 1].role == "user" and principle.revision in rev.messages[n + 1].content
+    assert rev.prefill == "Revised reply:"
+    # Each worked example shows its critique and its revision.
+    assert [m.role for m in crit.messages[1:5]] == ["user", "assistant", "user", "assistant"]
+    assert crit.messages[4].content.endswith(examples[0].revision)

@@ -458,3 +458,55 @@ def test_embedded_scores_paris_over_berlin(smol: HFBackend) -> None:
     [[paris, berlin]] = smol.score([request])
     assert paris > berlin
     assert paris > math.log(0.5)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_a_continued_chat_reuses_the_earlier_keys_and_changes_nothing(
+    tiny_dir: Path, batch_size: int
+) -> None:
+    """A follow-up turn extends its earlier chat: that chat's key/values are taken from the
+    store (one row at a time and in cascade batches) and the greedy text is unchanged."""
+    few_shot = " ".join(CORPUS) * 2
+    first = [GenerationRequest.user(q, system=few_shot) for q in QUESTIONS[:3]]
+    params = SamplingParams(max_new_tokens=12)
+    plain = HFBackend(f"hf:{tiny_dir}", dtype="float32", batch_size=batch_size, prefix_cache=False)
+    reuse = HFBackend(
+        f"hf:{tiny_dir}", dtype="float32", batch_size=batch_size, min_prefix_tokens=16
+    )
+    assert reuse._store is not None and plain._store is None
+    replies = reuse.generate(first, params)
+    assert [g.text for g in replies] == [g.text for g in plain.generate(first, params)]
+    assert len(reuse._store) == 3
+    follow = [
+        GenerationRequest(
+            messages=(
+                *req.messages,
+                Message(role="assistant", content=reply.text),
+                Message(role="user", content="Now say it again in other words."),
+            )
+        )
+        for req, reply in zip(first, replies, strict=True)
+    ]
+    before = reuse._store.reused_tokens
+    got = reuse.generate(follow, params)
+    expected = plain.generate(follow, params)
+    assert [g.text for g in got] == [g.text for g in expected]
+    assert [g.prompt_tokens for g in got] == [g.prompt_tokens for g in expected]
+    # Every follow-up found its own earlier chat: at least that chat's prompt was reused.
+    shortest = min(len(reuse._ids(reuse.render(r.messages))) for r in first)
+    assert reuse._store.reused_tokens - before >= shortest
+
+
+def test_the_key_value_store_keeps_within_its_budget(tiny_dir: Path) -> None:
+    backend = HFBackend(
+        f"hf:{tiny_dir}", dtype="float32", batch_size=1, min_prefix_tokens=16, kv_store_bytes=1
+    )
+    backend.generate([GenerationRequest.user(QUESTIONS[4])], SamplingParams(max_new_tokens=4))
+    assert len(backend._store) == 0  # one row is more than a byte: nothing is kept
+    roomy = HFBackend(f"hf:{tiny_dir}", dtype="float32", batch_size=1, min_prefix_tokens=16)
+    reqs = [GenerationRequest.user(q) for q in QUESTIONS]
+    roomy.generate(reqs, SamplingParams(max_new_tokens=4))
+    one = roomy._store.bytes / len(roomy._store)
+    roomy._store.budget_bytes = int(one * 2.5)
+    roomy.generate(reqs[:1], SamplingParams(max_new_tokens=4))
+    assert len(roomy._store) <= 3 and roomy._store.bytes <= roomy._store.budget_bytes

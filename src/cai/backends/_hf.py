@@ -13,15 +13,18 @@ any other runtime failure turns that batch's requests into ``finish_reason='erro
 
 Shared prefixes: when every row of a batch starts with the same tokens (the few-shot examples in
 front of every critique and revision request), the prefix's key/values are computed once, in a
-single-row forward pass, and copied to every row; each row's own suffix is then left-padded
-behind the prefix ("middle padding") so the prefix sits at the same positions in every row.
-The prefix cache is reused by later batches of the same call. On two CPU cores this halves the
-time of a batch of few-shot critique prompts (bench/README.md). Greedy outputs can differ from
-the unshared path in the last bits of bfloat16 arithmetic; ``prefix_cache=False`` turns it off.
+single-row forward pass; each row's own suffix is then left-padded behind the prefix ("middle
+padding") so the prefix sits at the same positions in every row. The prefix cache is reused by
+later batches of the same call. Where the model runs transformers' SDPA attention, the batch
+keeps that one copy and decodes with cascade attention (``_cascade``: one matrix product over
+the prefix for all rows), and the token budget counts a prefix common to the whole call once;
+otherwise the prefix is copied to every row. Greedy outputs can differ from the unshared path in
+the last bits of bfloat16 arithmetic; ``prefix_cache=False`` turns all of it off.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import gc
@@ -29,7 +32,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -176,7 +179,10 @@ class HFBackend:
     ``cache_dir`` is the cai cache root for the embedded model's converted copy (default
     ``$CAI_CACHE_DIR`` or ``~/.cache/cai``). ``dtype='auto'`` is bfloat16 (on CPU it generates
     about twice as fast as float32 in batches). ``on_progress``, when set, is called with
-    ``last_stats`` after every batch.
+    ``last_stats`` after every batch. ``prefix_cache`` turns on shared-prefix reuse within a
+    batch and, up to ``kv_store_bytes`` of key/values, reuse across calls of rows an earlier
+    request computed (a revision chat that continues its critique chat skips the critique
+    chat's prefill); ``min_prefix_tokens`` is the shortest prefix worth either.
     """
 
     def __init__(
@@ -187,9 +193,10 @@ class HFBackend:
         dtype: str = "auto",
         batch_size: int = 16,
         cache_dir: str | Path | None = None,
-        max_batch_tokens: int = 16384,
+        max_batch_tokens: int = 32768,
         prefix_cache: bool = True,
         min_prefix_tokens: int = 64,
+        kv_store_bytes: int = 1 << 30,
     ) -> None:
         if batch_size < 1 or max_batch_tokens < 1:
             raise InputError("batch_size and max_batch_tokens must be at least 1")
@@ -207,6 +214,12 @@ class HFBackend:
         self._torch = torch
         self.dtype = _resolve_dtype(torch, dtype, device)
         self.model, self.tokenizer = self._load()
+        self._cascade = prefix_cache and self._install_cascade()
+        self._store: Any = None
+        if prefix_cache and kv_store_bytes > 0:
+            from cai.backends._kvstore import KVStore
+
+            self._store = KVStore(kv_store_bytes)
         self._pad_id, self._eos_ids = self._special_ids()
         # Finished rows of a batch are filled with pad, so pad also marks the end of a row.
         self._end_ids = self._eos_ids | {self._pad_id}
@@ -239,6 +252,12 @@ class HFBackend:
         if not getattr(tokenizer, "chat_template", None):
             tokenizer.chat_template = _FALLBACK_TEMPLATE
         return model, tokenizer
+
+    def _install_cascade(self) -> bool:
+        """Switch the model to cascade attention (one prefix copy a batch), where it can run."""
+        from cai.backends import _cascade
+
+        return _cascade.install(self.model)
 
     def _special_ids(self) -> tuple[int, frozenset[int]]:
         ends: set[int] = set()
@@ -278,17 +297,18 @@ class HFBackend:
         return ids.to(self.device), mask.to(self.device)
 
     def _batches(
-        self, items: list[tuple[K, list[int]]], extra: int
+        self, items: list[tuple[K, list[int]]], extra: int, shared: int = 0
     ) -> Iterator[list[tuple[K, list[int]]]]:
         """Longest first; at most batch_size rows and max_batch_tokens padded tokens a batch.
 
-        ``extra`` is the number of tokens each row grows by (max_new_tokens when generating).
+        ``extra`` is the number of tokens each row grows by (max_new_tokens when generating);
+        ``shared`` leading tokens common to every row are held once, so they are not counted.
         """
         ordered = sorted(items, key=lambda it: len(it[1]), reverse=True)
         batch: list[tuple[K, list[int]]] = []
         for item in ordered:
             if batch:
-                width = len(batch[0][1])  # the longest row: rows come longest first
+                width = len(batch[0][1]) - shared  # the longest row: rows come longest first
                 over = (len(batch) + 1) * (width + extra) > self.max_batch_tokens
                 if len(batch) >= self.batch_size or over:
                     yield batch
@@ -316,7 +336,9 @@ class HFBackend:
             except Exception as exc:  # a template that rejects this conversation
                 results[i] = _error(f"cannot render the chat: {exc}")
         self._prefix_kv.clear()  # prefix key/values live for one call
-        for batch in self._batches(prompts, params.max_new_tokens):
+        # With cascade attention a prefix common to all rows is held once, whatever the batch.
+        common = self._shared_prefix_length([ids for _, ids in prompts]) if self._cascade else 0
+        for batch in self._batches(prompts, params.max_new_tokens, common):
             run = functools.partial(self._generate, params=params)
             try:
                 outs = _split_on_oom(self._torch, batch, run)
@@ -343,15 +365,11 @@ class HFBackend:
     ) -> list[Generation]:
         torch = self._torch
         rows = [row for _, row in batch]
-        shared = self._shared_prefix_length(rows)
-        if shared:
-            ids, mask = self._middle_pad(rows, shared)
-        else:
-            ids, mask = self._left_pad(rows)
         kwargs: dict[str, Any] = {
             "max_new_tokens": params.max_new_tokens,
             "pad_token_id": self._pad_id,
             "eos_token_id": sorted(self._eos_ids) or None,
+            "return_dict_in_generate": True,
         }
         if params.repetition_penalty != 1.0:
             kwargs["repetition_penalty"] = params.repetition_penalty
@@ -367,13 +385,165 @@ class HFBackend:
         if params.stop:
             # Stops rows early; the text is still cut at the first stop string below.
             kwargs.update(stop_strings=[s for s in params.stop if s], tokenizer=self.tokenizer)
-        with torch.inference_mode():
-            if shared:
-                kwargs["past_key_values"] = self._expanded_prefix_kv(rows[0][:shared], len(rows))
-            out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
-        new_rows = out[:, ids.shape[1] :].tolist()  # [batch, new tokens]
+        with torch.inference_mode(), contextlib.ExitStack() as stack:
+            layout = self._layout(rows, params.max_new_tokens)
+            if layout.cascade:
+                from cai.backends._cascade import cascade
+
+                stack.enter_context(cascade(layout.cache))
+            if layout.cache is not None:
+                kwargs["past_key_values"] = layout.cache
+            out = self.model.generate(input_ids=layout.ids, attention_mask=layout.mask, **kwargs)
+            new_rows = out.sequences[:, layout.ids.shape[1] :].tolist()  # [batch, new tokens]
+            self._remember(rows, new_rows, layout, out.past_key_values)
         pairs = zip(batch, new_rows, strict=True)
         return [self._finish(len(prompt), row, params) for (_, prompt), row in pairs]
+
+    # -- prefix reuse -----------------------------------------------------------------------
+
+    def _layout(self, rows: list[list[int]], new_tokens: int) -> _Layout:
+        """Input ids, mask and starting cache for a batch, reusing whatever is already computed.
+
+        One row: the longest prefix an earlier row left in the store. Several rows sharing a
+        prefix: that prefix once (from the store, else one forward pass a call), and with
+        cascade attention also each row's own tokens the store holds behind it.
+        """
+        shared = self._shared_prefix_length(rows)
+        store = self._store
+        if len(rows) == 1:
+            ids, mask = self._left_pad(rows)
+            entry, reused = store.match(rows[0], len(rows[0]) - 1) if store else (None, 0)
+            if entry is None or reused < self.min_prefix_tokens:
+                return _Layout(ids, mask)
+            from transformers import DynamicCache
+
+            cache = DynamicCache()
+            for i, (k, v) in enumerate(entry.kv(0, reused)):
+                cache.update(k, v, i)
+            self._count_reuse(reused)
+            return _Layout(ids, mask, cache=cache)
+        if not shared:
+            return _Layout(*self._left_pad(rows))
+        if not self._cascade:
+            ids, mask = self._middle_pad(rows, shared)
+            return _Layout(ids, mask, cache=self._expanded_prefix(rows[0][:shared], len(rows)))
+        from cai.backends._cascade import cascade_cache
+
+        matches = [store.match(row, len(row) - 1) if store else (None, 0) for row in rows]
+        prefix = self._shared_kv(rows[0][:shared], matches)
+        reuse = [max(0, n - shared) if e is not None else 0 for e, n in matches]
+        if max(reuse) < self.min_prefix_tokens:
+            reuse = [0] * len(rows)
+        own = [len(row) - shared - u for row, u in zip(rows, reuse, strict=True)]
+        width_reused, width_new = max(reuse), max(own)
+        ids, mask = self._cascade_pad(rows, shared, reuse, width_reused, width_new)
+        reused_kv = None
+        if width_reused:
+            reused_kv = self._gather_reused(matches, shared, reuse, width_reused, prefix)
+            self._count_reuse(sum(reuse))
+        cache = cascade_cache(prefix, width_new + new_tokens, reused_kv)
+        return _Layout(ids, mask, cache, True, shared, prefix, reuse, width_reused, width_new)
+
+    def _count_reuse(self, tokens: int) -> None:
+        if self._store is not None:
+            self._store.hits += 1
+            self._store.reused_tokens += tokens
+
+    def _shared_kv(
+        self, prefix: list[int], matches: Sequence[tuple[Any, int]]
+    ) -> list[tuple[Any, Any]]:
+        """The shared prefix's key/values (one row a layer): from the store, else computed."""
+        for entry, reused in matches:
+            if entry is not None and reused >= len(prefix):
+                self._count_reuse(len(prefix))
+                return [(k.contiguous(), v.contiguous()) for k, v in entry.kv(0, len(prefix))]
+        from cai.backends._cascade import layer_pairs
+
+        return layer_pairs(self._computed_prefix(prefix))
+
+    def _gather_reused(
+        self,
+        matches: Sequence[tuple[Any, int]],
+        shared: int,
+        reuse: Sequence[int],
+        width: int,
+        prefix: list[tuple[Any, Any]],
+    ) -> list[tuple[Any, Any]]:
+        """Each row's stored own tokens, right-aligned in ``width`` columns, per layer."""
+        out: list[tuple[Any, Any]] = []
+        batch = len(reuse)
+        per_row = [
+            e.kv(shared, shared + u) if e is not None and u else None
+            for (e, _), u in zip(matches, reuse, strict=True)
+        ]
+        for layer, (pk, _) in enumerate(prefix):
+            shape = (batch, pk.shape[1], width, pk.shape[3])
+            keys, values = pk.new_zeros(shape), pk.new_zeros(shape)
+            for i, kv in enumerate(per_row):
+                if kv is not None:
+                    keys[i, :, width - reuse[i] :] = kv[layer][0][0]
+                    values[i, :, width - reuse[i] :] = kv[layer][1][0]
+            out.append((keys, values))
+        return out
+
+    def _cascade_pad(
+        self,
+        rows: Sequence[list[int]],
+        shared: int,
+        reuse: Sequence[int],
+        width_reused: int,
+        width_new: int,
+    ) -> tuple[Any, Any]:
+        """[prefix][pad | reused own tokens][pad | new own tokens] for every row."""
+        torch = self._torch
+        total = shared + width_reused + width_new
+        ids = torch.full((len(rows), total), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), total), dtype=torch.long)
+        prefix = torch.tensor(rows[0][:shared], dtype=torch.long)
+        ids[:, :shared] = prefix
+        mask[:, :shared] = 1
+        for i, row in enumerate(rows):
+            cut = shared + reuse[i]
+            if reuse[i]:
+                lo = shared + width_reused - reuse[i]
+                ids[i, lo : shared + width_reused] = torch.tensor(row[shared:cut])
+                mask[i, lo : shared + width_reused] = 1
+            own = row[cut:]
+            ids[i, total - len(own) :] = torch.tensor(own, dtype=torch.long)
+            mask[i, total - len(own) :] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _remember(
+        self, rows: list[list[int]], new_rows: list[list[int]], layout: _Layout, past: Any
+    ) -> None:
+        """Keep each row's key/values (prompt and generated tokens) for later requests."""
+        store = self._store
+        if store is None or past is None or not (layout.cascade or len(rows) == 1):
+            return
+        fed = max(0, len(new_rows[0]) - 1) if new_rows else 0  # the last token is never fed
+        for i, (row, gen) in enumerate(zip(rows, new_rows, strict=True)):
+            kept = next((j for j, t in enumerate(gen) if t in self._end_ids), len(gen))
+            kept = min(kept, fed)
+            tokens = row + gen[:kept]
+            if not layout.cascade:
+                own = [(k[:, :, : len(tokens)], v[:, :, : len(tokens)]) for k, v in _pairs(past)]
+                store.add(tokens, [], own, 0)
+                continue
+            torch = self._torch
+            width = layout.width_reused + layout.width_new
+            n_new = len(row) - layout.shared - layout.reuse[i]
+            cols = list(range(layout.width_reused - layout.reuse[i], layout.width_reused))
+            cols += list(range(width - n_new, width))
+            index = torch.tensor(cols, dtype=torch.long, device=self.device)
+            own = []
+            for layer in past.layers:
+                k = layer.prompt_keys[i : i + 1].index_select(2, index)
+                v = layer.prompt_values[i : i + 1].index_select(2, index)
+                if kept:
+                    k = torch.cat([k, layer.generated_keys()[i : i + 1, :, :kept]], dim=2)
+                    v = torch.cat([v, layer.generated_values()[i : i + 1, :, :kept]], dim=2)
+                own.append((k, v))
+            store.add(tokens, layout.prefix, own, layout.shared)
 
     def _shared_prefix_length(self, rows: Sequence[list[int]]) -> int:
         """Tokens every row starts with (each row keeps at least one of its own), or 0.
@@ -405,15 +575,19 @@ class HFBackend:
             mask[i, shared + width - len(suffix) :] = 1
         return ids.to(self.device), mask.to(self.device)
 
-    def _expanded_prefix_kv(self, prefix: list[int], rows: int) -> Any:
-        """A fresh cache holding the prefix's key/values once per row (computed once a call)."""
+    def _computed_prefix(self, prefix: list[int]) -> Any:
+        """The prefix's key/values from a one-row forward pass, computed once a call."""
         key = tuple(prefix)
         cache = self._prefix_kv.get(key)
         if cache is None:
             ids = self._torch.tensor([prefix], dtype=self._torch.long, device=self.device)
             cache = self.model(input_ids=ids, use_cache=True).past_key_values
             self._prefix_kv[key] = cache
-        expanded = copy.deepcopy(cache)
+        return cache
+
+    def _expanded_prefix(self, prefix: list[int], rows: int) -> Any:
+        """A fresh cache holding the prefix once per row (models without cascade attention)."""
+        expanded = copy.deepcopy(self._computed_prefix(prefix))
         expanded.batch_repeat_interleave(rows)
         return expanded
 
@@ -525,9 +699,31 @@ class HFBackend:
     def close(self) -> None:
         """Drop the model and free its memory."""
         self.model = None
+        self._prefix_kv.clear()
+        if self._store is not None:
+            self._store.clear()
         gc.collect()
         if self.device.startswith("cuda"):
             self._torch.cuda.empty_cache()
+
+
+@dataclass
+class _Layout:
+    """A batch as it goes into ``generate``: ids, mask, the starting cache and where rows sit."""
+
+    ids: Any
+    mask: Any
+    cache: Any = None
+    cascade: bool = False
+    shared: int = 0  # columns [0, shared): the prefix every row shares
+    prefix: Any = None  # its key/values, one row a layer (cascade only)
+    reuse: list[int] = field(default_factory=list)  # own tokens a row took from the store
+    width_reused: int = 0  # columns of reused own tokens, right-aligned per row
+    width_new: int = 0  # columns of own tokens computed now, right-aligned per row
+
+
+def _pairs(cache: Any) -> list[tuple[Any, Any]]:
+    return [(layer.keys, layer.values) for layer in cache.layers]
 
 
 def _resolve_dtype(torch: Any, dtype: str, device: str) -> Any:

@@ -6,6 +6,7 @@ the same request always gets the same answer, different requests get different a
 
     rules:
       - when: "(?i)bomb"          # regular expression, searched in the last user message
+                                 # (scope: chat searches every message)
         reply: "Sure, step one..." # fixed reply ({n} is replaced by a per-request number)
       - when: "Critique request"
         error: "server overloaded" # this request fails with finish_reason 'error'
@@ -21,7 +22,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -79,6 +80,8 @@ class MockRule(BaseModel):
 
     when: str
     """Regular expression searched in the last user message (and the prefill)."""
+    scope: Literal["last_user", "chat"] = "last_user"
+    """Where ``when`` is searched: the last user message, or every message of the chat."""
     reply: str | None = None
     """Fixed reply for generate()."""
     error: str | None = None
@@ -118,9 +121,11 @@ class MockBackend:
             script = _load_script(Path(path))
         self.rules = [(re.compile(r.when), r) for r in script.rules]
 
-    def _match(self, text: str) -> MockRule | None:
+    def _match(self, messages: Sequence[Any], prefill: str) -> MockRule | None:
+        last = _last_user_msgs(messages) + "\n" + prefill
+        chat = "\n".join(m.content for m in messages) + "\n" + prefill
         for pattern, rule in self.rules:
-            if pattern.search(text):
+            if pattern.search(chat if rule.scope == "chat" else last):
                 return rule
         return None
 
@@ -132,11 +137,10 @@ class MockBackend:
         return [self._one(r, params) for r in requests]
 
     def _one(self, req: GenerationRequest, params: SamplingParams) -> Generation:
-        last = _last_user(req) + "\n" + req.prefill
         prompt_tokens = sum(len(m.content.split()) for m in req.messages)
         seed = params.seed if params.temperature > 0 else 0
         h = _h(req.key(), seed)
-        rule = self._match(last)
+        rule = self._match(req.messages, req.prefill)
         if rule is not None and rule.error is not None:
             return Generation(text="", finish_reason="error", error=rule.error)
         if rule is not None and rule.reply is not None:
@@ -165,8 +169,7 @@ class MockBackend:
         self.requests_seen += len(requests)
         out = []
         for r in requests:
-            last = _last_user_msgs(r.messages) + "\n" + r.prefill
-            rule = self._match(last)
+            rule = self._match(r.messages, r.prefill)
             scores = [-1.0 - (_h(r.model_dump_json(), c) % 1000) / 250 for c in r.candidates]
             if rule is not None and rule.prefer is not None and rule.prefer < len(scores):
                 scores[rule.prefer] = max(scores) + 1.0
@@ -182,10 +185,6 @@ def _last_user_msgs(messages: Sequence[Any]) -> str:
         if m.role == "user":
             return str(m.content)
     return ""
-
-
-def _last_user(req: GenerationRequest) -> str:
-    return _last_user_msgs(req.messages)
 
 
 def _load_script(path: Path) -> MockScript:

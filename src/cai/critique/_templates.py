@@ -21,27 +21,48 @@ def sl_cai_template() -> PromptTemplate:
 
 
 def _few_shot_turns(
-    tpl: PromptTemplate, constitution: Constitution, examples: Sequence[FewShotExample], part: str
+    tpl: PromptTemplate, constitution: Constitution, examples: Sequence[FewShotExample]
 ) -> list[Message]:
+    """Each worked example as four turns: critique request, critique, revision request, revision."""
     turns: list[Message] = []
     for ex in examples:
         p = constitution.principle(ex.principle_id)
-        if part == "critique":
-            user = tpl.render(
-                "critique_request", prompt=ex.prompt, response=ex.response, principle=p.critique
-            )
-            answer = f"{tpl.parts['critique_prefill']} {ex.critique}"
-        else:
-            user = tpl.render(
-                "revision_request",
-                prompt=ex.prompt,
-                response=ex.response,
-                critique=ex.critique,
-                revision_request=p.revision,
-            )
-            answer = f"{tpl.parts['revision_prefill']} {ex.revision}"
-        turns += [Message(role="user", content=user), Message(role="assistant", content=answer)]
+        turns += _critique_turns(tpl, ex.prompt, ex.response, p.critique)
+        turns.append(
+            Message(role="assistant", content=f"{tpl.parts['critique_prefill']} {ex.critique}")
+        )
+        turns.append(_revision_turn(tpl, p.revision))
+        turns.append(
+            Message(role="assistant", content=f"{tpl.parts['revision_prefill']} {ex.revision}")
+        )
     return turns
+
+
+def _critique_turns(
+    tpl: PromptTemplate, prompt: str, response: str, principle: str
+) -> list[Message]:
+    user = tpl.render("critique_request", prompt=prompt, response=response, principle=principle)
+    return [Message(role="user", content=user)]
+
+
+def _revision_turn(tpl: PromptTemplate, instruction: str) -> Message:
+    return Message(
+        role="user", content=tpl.render("revision_request", revision_request=instruction)
+    )
+
+
+def _critique_chat(
+    constitution: Constitution,
+    principle: Principle,
+    prompt: str,
+    response: str,
+    examples: Sequence[FewShotExample],
+) -> list[Message]:
+    tpl = sl_cai_template()
+    msgs = [Message(role="system", content=tpl.parts["system"])]
+    msgs += _few_shot_turns(tpl, constitution, examples)
+    msgs += _critique_turns(tpl, prompt, response, principle.critique)
+    return msgs
 
 
 def critique_request(
@@ -52,14 +73,10 @@ def critique_request(
     examples: Sequence[FewShotExample],
 ) -> GenerationRequest:
     """The chat asking the critic to critique ``response`` under ``principle``."""
-    tpl = sl_cai_template()
-    msgs = [Message(role="system", content=tpl.parts["system"])]
-    msgs += _few_shot_turns(tpl, constitution, examples, "critique")
-    user = tpl.render(
-        "critique_request", prompt=prompt, response=response, principle=principle.critique
+    msgs = _critique_chat(constitution, principle, prompt, response, examples)
+    return GenerationRequest(
+        messages=tuple(msgs), prefill=sl_cai_template().parts["critique_prefill"]
     )
-    msgs.append(Message(role="user", content=user))
-    return GenerationRequest(messages=tuple(msgs), prefill=tpl.parts["critique_prefill"])
 
 
 def revision_request(
@@ -70,16 +87,12 @@ def revision_request(
     critique: str,
     examples: Sequence[FewShotExample],
 ) -> GenerationRequest:
-    """The chat asking the critic to rewrite ``response`` given its critique."""
+    """The critique chat continued: the critic's critique, then the request to rewrite.
+
+    It starts with exactly the messages of ``critique_request`` for the same arguments.
+    """
     tpl = sl_cai_template()
-    msgs = [Message(role="system", content=tpl.parts["system"])]
-    msgs += _few_shot_turns(tpl, constitution, examples, "revision")
-    user = tpl.render(
-        "revision_request",
-        prompt=prompt,
-        response=response,
-        critique=critique,
-        revision_request=principle.revision,
-    )
-    msgs.append(Message(role="user", content=user))
+    msgs = _critique_chat(constitution, principle, prompt, response, examples)
+    msgs.append(Message(role="assistant", content=f"{tpl.parts['critique_prefill']} {critique}"))
+    msgs.append(_revision_turn(tpl, principle.revision))
     return GenerationRequest(messages=tuple(msgs), prefill=tpl.parts["revision_prefill"])
