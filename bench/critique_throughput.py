@@ -5,7 +5,9 @@ Runs the same prompts through
   (b) the batched SL-CAI loop (``cai.critique.critique_revise``, as ``cai critique`` runs it),
   (c) raw batched ``model.generate`` on exactly the prompts (b) rendered, same token limits,
 and prints samples/s (one sample = draft + critique + revision per round), tokens/s and the
-ratios. No cache is used. The last line is ``batched/sequential=R1 batched/raw=R2``.
+ratios. No response cache is used, and the backend's key/value store (reuse across calls) is
+emptied before (b), so (b) recomputes everything (a) did. The last line is
+``batched/sequential=R1 batched/raw=R2``.
 
     .venv/bin/python bench/critique_throughput.py --n 32 --n-sequential 8
 """
@@ -56,7 +58,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=32, help="prompts for the batched runs")
     ap.add_argument("--n-sequential", type=int, default=8, help="prompts for the one-at-a-time run")
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--few-shot", type=int, default=2)
@@ -82,6 +84,7 @@ def main() -> None:
         return sps, tps
 
     seq_sps, _ = timed("(a) one request at a time", args.n_sequential, Recorder(backend, True))
+    backend.forget()  # (b) must not reuse key/values (a) computed for the same prompts
     batched = Recorder(backend)
     bat_sps, _ = timed(f"(b) batched stage (batch {args.batch_size})", len(prompts), batched)
 

@@ -510,3 +510,13 @@ def test_the_key_value_store_keeps_within_its_budget(tiny_dir: Path) -> None:
     roomy._store.budget_bytes = int(one * 2.5)
     roomy.generate(reqs[:1], SamplingParams(max_new_tokens=4))
     assert len(roomy._store) <= 3 and roomy._store.bytes <= roomy._store.budget_bytes
+
+
+def test_partial_reuse_is_capped_where_it_would_widen_the_batch() -> None:
+    from cai.backends._hf import _reuse_plan
+
+    # Every row can reuse most of itself: take it all.
+    assert _reuse_plan([300, 290, 310], [400, 390, 420]) == [300, 290, 310]
+    # One row of three has stored tokens: reusing them would add a block of padded columns
+    # to every row and save nothing in the batch's width, so none are taken.
+    assert _reuse_plan([300, 0, 0], [400, 400, 400]) == [0, 0, 0]

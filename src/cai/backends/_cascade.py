@@ -287,22 +287,62 @@ def _prefill(
     scaling: float | None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
-    """Several queries a row (the suffixes' prefill): the fused SDPA kernel over the full keys.
+    """Several queries a row (the suffixes' prefill), in two fused-kernel passes on CPU.
 
-    Materialising [rows, queries, prefix] scores costs more than copying the prefix once per
-    row for one call, so the prefill attends to ``[prefix | own tokens]`` the stock way.
+    Every row's queries attend to the one prefix copy in a single unmasked flash-attention call
+    (all rows' queries stacked as one long sequence), and to the row's own tokens in a second,
+    masked call; the two are merged by their log-sum-exps. Materialising the scores instead
+    costs more than either. Elsewhere (or without the CPU kernel) the prefix is copied to every
+    row and SDPA runs over ``[prefix | own tokens]``.
     """
-    batch, _, q_len, _ = query.shape
-    full_k = torch.cat([layer.prefix_keys.expand(batch, -1, -1, -1), layer.own_keys()], dim=-2)
-    full_v = torch.cat([layer.prefix_values.expand(batch, -1, -1, -1), layer.own_values()], -2)
-    if attention_mask is None:  # causal within the suffix; its last q_len tokens are the queries
-        total = full_k.shape[-2]
+    batch, heads, q_len, dim = query.shape
+    own_k, own_v = layer.own_keys(), layer.own_values()
+    total = layer.prefix_length + int(own_k.shape[-2])
+    if attention_mask is None:  # causal within the own tokens; the last q_len are the queries
         attention_mask = torch.ones(q_len, total, dtype=torch.bool, device=query.device)
         attention_mask = attention_mask.tril(total - q_len)[None, None].expand(batch, 1, -1, -1)
-    kwargs.pop("is_causal", None)
-    return sdpa_attention_forward(
-        module, query, full_k, full_v, attention_mask, scaling=scaling, is_causal=False, **kwargs
+    flash = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if query.device.type != "cpu" or flash is None or attention_mask.dtype != torch.bool:
+        full_k = torch.cat([layer.prefix_keys.expand(batch, -1, -1, -1), own_k], dim=-2)
+        full_v = torch.cat([layer.prefix_values.expand(batch, -1, -1, -1), own_v], dim=-2)
+        kwargs.pop("is_causal", None)
+        return sdpa_attention_forward(
+            module,
+            query,
+            full_k,
+            full_v,
+            attention_mask,
+            scaling=scaling,
+            is_causal=False,
+            **kwargs,
+        )
+    scale = dim**-0.5 if scaling is None else scaling
+    group = heads // layer.prefix_keys.shape[1]
+    # Prefix: one sequence of batch * q_len queries per head against the single prefix copy.
+    stacked = query.transpose(0, 1).reshape(1, heads, batch * q_len, dim)
+    pk = layer.prefix_keys.repeat_interleave(group, dim=1)
+    pv = layer.prefix_values.repeat_interleave(group, dim=1)
+    out_p, lse_p = flash(stacked, pk, pv, scale=scale)
+    out_p = out_p.view(heads, batch, q_len, dim).transpose(0, 1)
+    lse_p = lse_p.view(heads, batch, q_len).transpose(0, 1)
+    # Own tokens: per row, with the padding and causal mask (additive, as the kernel wants).
+    own_mask = attention_mask[..., -int(own_k.shape[-2]) :]
+    additive = torch.zeros(own_mask.shape, dtype=query.dtype, device=query.device)
+    additive.masked_fill_(~own_mask, float("-inf"))
+    out_o, lse_o = flash(
+        query,
+        own_k.repeat_interleave(group, dim=1),
+        own_v.repeat_interleave(group, dim=1),
+        attn_mask=additive,
+        scale=scale,
     )
+    # A padded query may see none of its own row (the kernel then reports 0 for both output
+    # and log-sum-exp): its own share is zero.
+    lse_o = lse_o.masked_fill(~own_mask.any(dim=-1), float("-inf"))
+    lse = torch.logaddexp(lse_p, lse_o)
+    out = out_p.float() * torch.exp(lse_p - lse).unsqueeze(-1)
+    out += out_o.float() * torch.exp(lse_o - lse).unsqueeze(-1)
+    return out.to(query.dtype).transpose(1, 2).contiguous(), None
 
 
 def install(model: Any) -> bool:

@@ -191,7 +191,7 @@ class HFBackend:
         *,
         device: str = "cpu",
         dtype: str = "auto",
-        batch_size: int = 16,
+        batch_size: int = 32,
         cache_dir: str | Path | None = None,
         max_batch_tokens: int = 32768,
         prefix_cache: bool = True,
@@ -431,10 +431,13 @@ class HFBackend:
 
         matches = [store.match(row, len(row) - 1) if store else (None, 0) for row in rows]
         prefix = self._shared_kv(rows[0][:shared], matches)
-        reuse = [max(0, n - shared) if e is not None else 0 for e, n in matches]
+        lengths = [len(row) - shared for row in rows]
+        reuse = _reuse_plan(
+            [max(0, n - shared) if e is not None else 0 for e, n in matches], lengths
+        )
         if max(reuse) < self.min_prefix_tokens:
             reuse = [0] * len(rows)
-        own = [len(row) - shared - u for row, u in zip(rows, reuse, strict=True)]
+        own = [n - u for n, u in zip(lengths, reuse, strict=True)]
         width_reused, width_new = max(reuse), max(own)
         ids, mask = self._cascade_pad(rows, shared, reuse, width_reused, width_new)
         reused_kv = None
@@ -696,6 +699,11 @@ class HFBackend:
 
     # -- lifecycle --------------------------------------------------------------------------
 
+    def forget(self) -> None:
+        """Drop every stored row's key/values (benchmarks start each contender cold)."""
+        if self._store is not None:
+            self._store.clear()
+
     def close(self) -> None:
         """Drop the model and free its memory."""
         self.model = None
@@ -720,6 +728,24 @@ class _Layout:
     reuse: list[int] = field(default_factory=list)  # own tokens a row took from the store
     width_reused: int = 0  # columns of reused own tokens, right-aligned per row
     width_new: int = 0  # columns of own tokens computed now, right-aligned per row
+
+
+def _reuse_plan(available: Sequence[int], lengths: Sequence[int]) -> list[int]:
+    """How many stored own tokens each row takes: all it can, capped where that pads less.
+
+    Reused tokens sit right-aligned in one block of columns and new tokens in the next, so a
+    batch where only some rows have stored tokens can be wider with reuse than without: every
+    row pays for ``max(reused) + max(new)`` columns. The cap that minimises twice the new
+    width (computed in the prefill, then attended) plus the reused width (attended) wins.
+    """
+
+    def cost(cap: int) -> tuple[int, int]:
+        taken = [min(a, cap) for a in available]
+        new = max(n - t for n, t in zip(lengths, taken, strict=True))
+        return 2 * new + max(taken), -cap
+
+    best = min({0, *available}, key=cost)
+    return [min(a, best) for a in available]
 
 
 def _pairs(cache: Any) -> list[tuple[Any, Any]]:

@@ -47,7 +47,7 @@ OUT_DIR = click.option(
 BATCH_SIZE = click.option(
     "--batch-size",
     type=click.IntRange(min=1),
-    default=16,
+    default=32,
     show_default=True,
     help="Requests per forward batch on transformers backends.",
 )

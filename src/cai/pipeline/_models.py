@@ -21,7 +21,7 @@ class ModelPool:
     """Lazily loaded, cached backends; ``close()`` releases them all."""
 
     def __init__(
-        self, cache: ResponseCache, *, batch_size: int = 16, ray: RaySettings | None = None
+        self, cache: ResponseCache, *, batch_size: int = 32, ray: RaySettings | None = None
     ) -> None:
         self.cache = cache
         self.batch_size = batch_size

@@ -58,8 +58,8 @@ class Generation(_Section):
 
     max_new_tokens: int = Field(128, ge=8)
     """Token limit for drafts and revisions (critiques get 3/4 of it)."""
-    batch_size: int = Field(16, ge=1)
-    """Requests per forward batch on transformers backends."""
+    batch_size: int = Field(32, ge=1)
+    """Requests per forward batch on transformers backends (a token budget also caps it)."""
     critic_repetition_penalty: float = Field(1.0, gt=0)
     """Repetition penalty for critiques and revisions (1.0 = none; drafts never get one)."""
 
