@@ -513,7 +513,7 @@ def test_the_key_value_store_keeps_within_its_budget(tiny_dir: Path) -> None:
 
 
 def test_partial_reuse_is_capped_where_it_would_widen_the_batch() -> None:
-    from cai.backends._hf import _reuse_plan
+    from cai.backends._layout import reuse_plan as _reuse_plan
 
     # Every row can reuse most of itself: take it all.
     assert _reuse_plan([300, 290, 310], [400, 390, 420]) == [300, 290, 310]

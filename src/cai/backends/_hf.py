@@ -32,12 +32,13 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from cai.backends._common import BUGS, CHATML_TEMPLATE
 from cai.backends._embedded import EMBEDDED_NAME, embedded_model_dir
+from cai.backends._layout import Layout, pad_rows, reuse_plan
 from cai.errors import BackendError, InputError, missing
 from cai.records import Generation, GenerationRequest, Message, SamplingParams, ScoreRequest
 
@@ -285,16 +286,16 @@ class HFBackend:
         # The chat template already holds any BOS/special tokens the model expects.
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def _pad(
+        self, rows: Sequence[list[int]], shared: int = 0, reuse: Sequence[int] | None = None
+    ) -> tuple[Any, Any, int, int]:
+        ids, mask, width_reused, width_new = pad_rows(
+            self._torch, rows, self._pad_id, shared, reuse
+        )
+        return ids.to(self.device), mask.to(self.device), width_reused, width_new
+
     def _left_pad(self, rows: Sequence[list[int]]) -> tuple[Any, Any]:
-        torch = self._torch
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self._pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            if row:
-                ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-                mask[i, width - len(row) :] = 1
-        return ids.to(self.device), mask.to(self.device)
+        return self._pad(rows)[:2]
 
     def _batches(
         self, items: list[tuple[K, list[int]]], extra: int, shared: int = 0
@@ -401,7 +402,7 @@ class HFBackend:
 
     # -- prefix reuse -----------------------------------------------------------------------
 
-    def _layout(self, rows: list[list[int]], new_tokens: int) -> _Layout:
+    def _layout(self, rows: list[list[int]], new_tokens: int) -> Layout:
         """Input ids, mask and starting cache for a batch, reusing whatever is already computed.
 
         One row: the longest prefix an earlier row left in the store. Several rows sharing a
@@ -414,38 +415,36 @@ class HFBackend:
             ids, mask = self._left_pad(rows)
             entry, reused = store.match(rows[0], len(rows[0]) - 1) if store else (None, 0)
             if entry is None or reused < self.min_prefix_tokens:
-                return _Layout(ids, mask)
+                return Layout(ids, mask)
             from transformers import DynamicCache
 
             cache = DynamicCache()
             for i, (k, v) in enumerate(entry.kv(0, reused)):
                 cache.update(k, v, i)
             self._count_reuse(reused)
-            return _Layout(ids, mask, cache=cache)
+            return Layout(ids, mask, cache=cache)
         if not shared:
-            return _Layout(*self._left_pad(rows))
+            return Layout(*self._left_pad(rows))
         if not self._cascade:
-            ids, mask = self._middle_pad(rows, shared)
-            return _Layout(ids, mask, cache=self._expanded_prefix(rows[0][:shared], len(rows)))
+            ids, mask, _, _ = self._pad(rows, shared)
+            return Layout(ids, mask, cache=self._expanded_prefix(rows[0][:shared], len(rows)))
         from cai.backends._cascade import cascade_cache
 
         matches = [store.match(row, len(row) - 1) if store else (None, 0) for row in rows]
         prefix = self._shared_kv(rows[0][:shared], matches)
         lengths = [len(row) - shared for row in rows]
-        reuse = _reuse_plan(
+        reuse = reuse_plan(
             [max(0, n - shared) if e is not None else 0 for e, n in matches], lengths
         )
         if max(reuse) < self.min_prefix_tokens:
             reuse = [0] * len(rows)
-        own = [n - u for n, u in zip(lengths, reuse, strict=True)]
-        width_reused, width_new = max(reuse), max(own)
-        ids, mask = self._cascade_pad(rows, shared, reuse, width_reused, width_new)
+        ids, mask, width_reused, width_new = self._pad(rows, shared, reuse)
         reused_kv = None
         if width_reused:
             reused_kv = self._gather_reused(matches, shared, reuse, width_reused, prefix)
             self._count_reuse(sum(reuse))
         cache = cascade_cache(prefix, width_new + new_tokens, reused_kv)
-        return _Layout(ids, mask, cache, True, shared, prefix, reuse, width_reused, width_new)
+        return Layout(ids, mask, cache, True, shared, prefix, reuse, width_reused, width_new)
 
     def _count_reuse(self, tokens: int) -> None:
         if self._store is not None:
@@ -489,35 +488,8 @@ class HFBackend:
             out.append((keys, values))
         return out
 
-    def _cascade_pad(
-        self,
-        rows: Sequence[list[int]],
-        shared: int,
-        reuse: Sequence[int],
-        width_reused: int,
-        width_new: int,
-    ) -> tuple[Any, Any]:
-        """[prefix][pad | reused own tokens][pad | new own tokens] for every row."""
-        torch = self._torch
-        total = shared + width_reused + width_new
-        ids = torch.full((len(rows), total), self._pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), total), dtype=torch.long)
-        prefix = torch.tensor(rows[0][:shared], dtype=torch.long)
-        ids[:, :shared] = prefix
-        mask[:, :shared] = 1
-        for i, row in enumerate(rows):
-            cut = shared + reuse[i]
-            if reuse[i]:
-                lo = shared + width_reused - reuse[i]
-                ids[i, lo : shared + width_reused] = torch.tensor(row[shared:cut])
-                mask[i, lo : shared + width_reused] = 1
-            own = row[cut:]
-            ids[i, total - len(own) :] = torch.tensor(own, dtype=torch.long)
-            mask[i, total - len(own) :] = 1
-        return ids.to(self.device), mask.to(self.device)
-
     def _remember(
-        self, rows: list[list[int]], new_rows: list[list[int]], layout: _Layout, past: Any
+        self, rows: list[list[int]], new_rows: list[list[int]], layout: Layout, past: Any
     ) -> None:
         """Keep each row's key/values (prompt and generated tokens) for later requests."""
         store = self._store
@@ -533,10 +505,7 @@ class HFBackend:
                 store.add(tokens, [], own, 0)
                 continue
             torch = self._torch
-            width = layout.width_reused + layout.width_new
-            n_new = len(row) - layout.shared - layout.reuse[i]
-            cols = list(range(layout.width_reused - layout.reuse[i], layout.width_reused))
-            cols += list(range(width - n_new, width))
+            cols = layout.own_columns(i, len(row))
             index = torch.tensor(cols, dtype=torch.long, device=self.device)
             own = []
             for layer in past.layers:
@@ -562,21 +531,6 @@ class HFBackend:
         while n < limit and all(r[n] == first[n] for r in rows):
             n += 1
         return n if n >= self.min_prefix_tokens else 0
-
-    def _middle_pad(self, rows: Sequence[list[int]], shared: int) -> tuple[Any, Any]:
-        """The shared prefix, then each row's suffix left-padded to the longest suffix."""
-        torch = self._torch
-        width = max(len(r) for r in rows) - shared
-        ids = torch.full((len(rows), shared + width), self._pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), shared + width), dtype=torch.long)
-        prefix = torch.tensor(rows[0][:shared], dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, :shared] = prefix
-            mask[i, :shared] = 1
-            suffix = row[shared:]
-            ids[i, shared + width - len(suffix) :] = torch.tensor(suffix, dtype=torch.long)
-            mask[i, shared + width - len(suffix) :] = 1
-        return ids.to(self.device), mask.to(self.device)
 
     def _computed_prefix(self, prefix: list[int]) -> Any:
         """The prefix's key/values from a one-row forward pass, computed once a call."""
@@ -713,39 +667,6 @@ class HFBackend:
         gc.collect()
         if self.device.startswith("cuda"):
             self._torch.cuda.empty_cache()
-
-
-@dataclass
-class _Layout:
-    """A batch as it goes into ``generate``: ids, mask, the starting cache and where rows sit."""
-
-    ids: Any
-    mask: Any
-    cache: Any = None
-    cascade: bool = False
-    shared: int = 0  # columns [0, shared): the prefix every row shares
-    prefix: Any = None  # its key/values, one row a layer (cascade only)
-    reuse: list[int] = field(default_factory=list)  # own tokens a row took from the store
-    width_reused: int = 0  # columns of reused own tokens, right-aligned per row
-    width_new: int = 0  # columns of own tokens computed now, right-aligned per row
-
-
-def _reuse_plan(available: Sequence[int], lengths: Sequence[int]) -> list[int]:
-    """How many stored own tokens each row takes: all it can, capped where that pads less.
-
-    Reused tokens sit right-aligned in one block of columns and new tokens in the next, so a
-    batch where only some rows have stored tokens can be wider with reuse than without: every
-    row pays for ``max(reused) + max(new)`` columns. The cap that minimises twice the new
-    width (computed in the prefill, then attended) plus the reused width (attended) wins.
-    """
-
-    def cost(cap: int) -> tuple[int, int]:
-        taken = [min(a, cap) for a in available]
-        new = max(n - t for n, t in zip(lengths, taken, strict=True))
-        return 2 * new + max(taken), -cap
-
-    best = min({0, *available}, key=cost)
-    return [min(a, best) for a in available]
 
 
 def _pairs(cache: Any) -> list[tuple[Any, Any]]:
