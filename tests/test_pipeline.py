@@ -180,3 +180,24 @@ def test_every_recipe_key_has_a_description_for_run_help() -> None:
     assert undocumented == []
     res = CliRunner().invoke(cli, ["run", "--help"])
     assert "The model being trained: drafts responses and is fine-tuned." in res.output
+
+
+def test_the_pool_empties_key_value_stores_between_stages(tmp_path: Path) -> None:
+    from cai.backends import MockBackend
+    from cai.pipeline import ModelPool
+    from cai.store import ResponseCache
+
+    class Remembering(MockBackend):
+        forgotten = 0
+
+        def forget(self) -> None:
+            self.forgotten += 1
+
+    pool = ModelPool(ResponseCache(tmp_path / "cache.sqlite"))
+    pool.get("mock")  # a backend without a store is left alone
+    kept = Remembering("mock")
+    pool._load = lambda spec, opts: kept  # type: ignore[method-assign]
+    pool.get("mock:other")
+    pool.forget()
+    assert kept.forgotten == 1
+    pool.close()

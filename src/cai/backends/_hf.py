@@ -197,7 +197,7 @@ class HFBackend:
         max_batch_tokens: int = 32768,
         prefix_cache: bool = True,
         min_prefix_tokens: int = 64,
-        kv_store_bytes: int = 1 << 30,
+        kv_store_bytes: int = 512 << 20,
     ) -> None:
         if batch_size < 1 or max_batch_tokens < 1:
             raise InputError("batch_size and max_batch_tokens must be at least 1")
@@ -637,11 +637,16 @@ class HFBackend:
         with torch.inference_mode():
             try:
                 logits = self.model(
-                    input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep
+                    input_ids=ids,
+                    attention_mask=mask,
+                    position_ids=positions,
+                    logits_to_keep=keep,
+                    use_cache=False,  # one pass: a key/value cache would only take memory
                 ).logits
             except TypeError:  # a model without logits_to_keep
-                logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions)
-                logits = logits.logits
+                logits = self.model(
+                    input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False
+                ).logits
             logits = logits[:, -keep:].float()  # [B, keep, V]
             logprobs = torch.log_softmax(logits[:, :-1], dim=-1)  # [B, keep-1, V]
             targets = ids[:, -(keep - 1) :]  # [B, keep-1]: the tokens those logits predict

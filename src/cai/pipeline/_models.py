@@ -61,6 +61,13 @@ class ModelPool:
         for key in [k for k in self._open if k[0] == spec]:
             self._open.pop(key).close()
 
+    def forget(self) -> None:
+        """Empty every open backend's key/value store (a stage's rows are no use to the next)."""
+        for backend in self._open.values():
+            forget = getattr(backend.inner, "forget", None)
+            if callable(forget):
+                forget()
+
     def close(self) -> None:
         for backend in self._open.values():
             backend.close()

@@ -85,6 +85,7 @@ def run_pipeline(
                 outcome = StageOutcome(stage, f"{ev.event} earlier", 0.0, ev.detail)
             else:
                 outcome = _run_stage(ctx, log, stage)
+                pool.forget()  # stored key/values serve within a stage, not across stages
             outcomes.append(outcome)
             if on_stage:
                 on_stage(outcome)
