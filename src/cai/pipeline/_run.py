@@ -84,6 +84,8 @@ def run_pipeline(
                 ev = finished[stage]
                 outcome = StageOutcome(stage, f"{ev.event} earlier", 0.0, ev.detail)
             else:
+                if stage in _TRAINING:
+                    pool.close()  # training needs the memory; models reopen when next asked for
                 outcome = _run_stage(ctx, log, stage)
                 pool.forget()  # stored key/values serve within a stage, not across stages
             outcomes.append(outcome)
@@ -93,6 +95,10 @@ def run_pipeline(
         pool.close()
         cache.close()
     return outcomes
+
+
+_TRAINING = frozenset({"sft", "dpo"})
+"""Stages that fine-tune a model: no inference model is held open while they run."""
 
 
 def _run_stage(ctx: RunContext, log: EventLog, stage: str) -> StageOutcome:
