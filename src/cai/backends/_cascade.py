@@ -12,9 +12,10 @@ the same in every row. With the stock cache each row holds its own copy of them,
 decoding step reads (and, as the cache grows by concatenation, copies) the prefix once per row.
 Here, while decoding, the prefix's scores for all rows and all query heads of a key/value head
 come from one matrix product against the one copy, which is what a CPU does well; only the
-rows' own tokens are attended per row. The suffixes' prefill (many queries a row) still runs
-the fused SDPA kernel over ``[prefix | own tokens]``: materialising its scores costs more than
-the copy. Outside a ``cascade(cache)`` block the function is exactly transformers' SDPA
+rows' own tokens are attended per row. The suffixes' prefill (many queries a row) runs the
+fused CPU flash-attention kernel twice, all rows' queries against the one prefix copy and each
+row against its own tokens, merged by log-sum-exp (materialising the scores costs more than
+the kernel). Outside a ``cascade(cache)`` block the function is exactly transformers' SDPA
 attention, so scoring and ordinary generation are unchanged.
 """
 
