@@ -501,7 +501,10 @@ class HFBackend:
             kept = min(kept, fed)
             tokens = row + gen[:kept]
             if not layout.cascade:
-                own = [(k[:, :, : len(tokens)], v[:, :, : len(tokens)]) for k, v in _pairs(past)]
+                from cai.backends._cascade import layer_pairs
+
+                kept_kv = layer_pairs(past)
+                own = [(k[:, :, : len(tokens)], v[:, :, : len(tokens)]) for k, v in kept_kv]
                 store.add(tokens, [], own, 0)
                 continue
             torch = self._torch
@@ -672,10 +675,6 @@ class HFBackend:
         gc.collect()
         if self.device.startswith("cuda"):
             self._torch.cuda.empty_cache()
-
-
-def _pairs(cache: Any) -> list[tuple[Any, Any]]:
-    return [(layer.keys, layer.values) for layer in cache.layers]
 
 
 def _resolve_dtype(torch: Any, dtype: str, device: str) -> Any:
