@@ -268,15 +268,15 @@ def test_failures_stay_in_their_request_or_batch(
     assert out[-1].finish_reason == "error" and "rejected turn" in (out[-1].error or "")
     assert [g.text for g in out[:-1]] == [g.text for g in good]
 
-    real = tiny.model.generate
+    real = tiny.model.forward
     longest = max(g.prompt_tokens for g in good)
 
     def flaky(**kwargs: Any) -> Any:  # the model fails on the batch holding the longest prompt
-        if kwargs["input_ids"].shape[1] == longest:
+        if kwargs["attention_mask"].shape[1] == longest:
             raise RuntimeError("device lost")
         return real(**kwargs)
 
-    monkeypatch.setattr(tiny.model, "generate", flaky)
+    monkeypatch.setattr(tiny.model, "forward", flaky)
     out = tiny.generate(_requests(), params)
     failed = [g for g in out if g.finish_reason == "error"]
     assert len(failed) == 3  # the first batch (longest first, batch_size 3)
@@ -288,14 +288,14 @@ def test_failures_stay_in_their_request_or_batch(
 def test_out_of_memory_splits_the_batch(tiny: HFBackend, monkeypatch: pytest.MonkeyPatch) -> None:
     params = SamplingParams(max_new_tokens=6)
     good = _texts(tiny, params)
-    real = tiny.model.generate
+    real = tiny.model.forward
 
     def small_only(**kwargs: Any) -> Any:
         if kwargs["input_ids"].shape[0] > 1:
             raise torch.OutOfMemoryError("out of memory")
         return real(**kwargs)
 
-    monkeypatch.setattr(tiny.model, "generate", small_only)
+    monkeypatch.setattr(tiny.model, "forward", small_only)
     assert _texts(tiny, params) == good
 
 

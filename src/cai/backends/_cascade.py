@@ -161,7 +161,15 @@ class CascadeLayer(DynamicLayer):  # type: ignore[no-untyped-call]
         raise NotImplementedError("a cascade cache is built for its batch size")
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        raise NotImplementedError("a cascade cache is built for its batch size")
+        """Keep only the rows ``indices`` (a decoding loop shedding finished rows)."""
+        if self.reused is not None:
+            self.reused = (self.reused[0][indices], self.reused[1][indices])
+        if self.prompt_keys is not None and self.prompt_values is not None:
+            self.prompt_keys = self.prompt_keys.index_select(0, indices)
+            self.prompt_values = self.prompt_values.index_select(0, indices)
+        if self._gen_k is not None and self._gen_v is not None:
+            self._gen_k = self._gen_k.index_select(0, indices)
+            self._gen_v = self._gen_v.index_select(0, indices)
 
 
 def cascade_cache(

@@ -366,39 +366,78 @@ class HFBackend:
     ) -> list[Generation]:
         torch = self._torch
         rows = [row for _, row in batch]
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": params.max_new_tokens,
-            "pad_token_id": self._pad_id,
-            "eos_token_id": sorted(self._eos_ids) or None,
-            "return_dict_in_generate": True,
-        }
-        if params.repetition_penalty != 1.0:
-            kwargs["repetition_penalty"] = params.repetition_penalty
-        kwargs["do_sample"] = False  # sampling, when asked for, is done row by row below
-        if params.temperature > 0:
-            # Every row draws from its own generator, seeded by the call's seed and the row's
-            # prompt tokens: the same request samples the same text whatever batch, shard or
-            # out-of-memory split it lands in, so local, resumed and Ray runs agree.
-            seeds = [row_seed(params.seed, row) for row in rows]
-            kwargs["logits_processor"] = _row_sampler(
-                torch, seeds, params.temperature, params.top_p, self.device
-            )
-        if params.stop:
-            # Stops rows early; the text is still cut at the first stop string below.
-            kwargs.update(stop_strings=[s for s in params.stop if s], tokenizer=self.tokenizer)
+        # Every row draws from its own generator, seeded by the call's seed and the row's prompt
+        # tokens: the same request samples the same text whatever batch, shard or
+        # out-of-memory split it lands in, so local, resumed and Ray runs agree.
+        seeds = [row_seed(params.seed, row) for row in rows] if params.temperature > 0 else []
         with torch.inference_mode(), contextlib.ExitStack() as stack:
             layout = self._layout(rows, params.max_new_tokens)
             if layout.cascade:
                 from cai.backends._cascade import cascade
 
                 stack.enter_context(cascade(layout.cache))
-            if layout.cache is not None:
-                kwargs["past_key_values"] = layout.cache
-            out = self.model.generate(input_ids=layout.ids, attention_mask=layout.mask, **kwargs)
-            new_rows = out.sequences[:, layout.ids.shape[1] :].tolist()  # [batch, new tokens]
-            self._remember(rows, new_rows, layout, out.past_key_values)
+            if params.stop:
+                new_rows = self._generate_with_stops(rows, layout, params, seeds)
+            else:
+                new_rows = self._decode(rows, layout, params, seeds)
         pairs = zip(batch, new_rows, strict=True)
         return [self._finish(len(prompt), row, params) for (_, prompt), row in pairs]
+
+    def _decode(
+        self, rows: list[list[int]], layout: Layout, params: SamplingParams, seeds: list[int]
+    ) -> list[list[int]]:
+        """Our decoding loop: finished rows leave the batch (and their key/values the store)."""
+        from cai.backends._decode import Decoding, decode
+
+        torch = self._torch
+        cache = layout.cache
+        if cache is None:
+            from transformers import DynamicCache
+
+            cache = DynamicCache(config=self.model.config)
+        how = Decoding(
+            max_new_tokens=params.max_new_tokens,
+            end_ids=self._eos_ids,
+            pad_id=self._pad_id,
+            repetition_penalty=params.repetition_penalty,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            generators=[torch.Generator(device=self.device).manual_seed(s) for s in seeds],
+        )
+
+        def done(row: int, position: int, new: list[int], fed: int) -> None:
+            self._remember(rows[row], new, fed, layout, cache, row, position)
+
+        return decode(torch, self.model, layout.ids, layout.mask, cache, how, done)
+
+    def _generate_with_stops(
+        self, rows: list[list[int]], layout: Layout, params: SamplingParams, seeds: list[int]
+    ) -> list[list[int]]:
+        """``model.generate`` with its stop-string criteria (rows run to the batch's end)."""
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": params.max_new_tokens,
+            "pad_token_id": self._pad_id,
+            "eos_token_id": sorted(self._eos_ids) or None,
+            "return_dict_in_generate": True,
+            "do_sample": False,  # sampling, when asked for, is done row by row below
+            # Stops rows early; the text is still cut at the first stop string in ``_finish``.
+            "stop_strings": [s for s in params.stop if s],
+            "tokenizer": self.tokenizer,
+        }
+        if params.repetition_penalty != 1.0:
+            kwargs["repetition_penalty"] = params.repetition_penalty
+        if seeds:
+            kwargs["logits_processor"] = _row_sampler(
+                self._torch, seeds, params.temperature, params.top_p, self.device
+            )
+        if layout.cache is not None:
+            kwargs["past_key_values"] = layout.cache
+        out = self.model.generate(input_ids=layout.ids, attention_mask=layout.mask, **kwargs)
+        new_rows: list[list[int]] = out.sequences[:, layout.ids.shape[1] :].tolist()
+        fed = max(0, len(new_rows[0]) - 1) if new_rows else 0  # the last token is never fed
+        for i, (row, new) in enumerate(zip(rows, new_rows, strict=True)):
+            self._remember(row, new, fed, layout, out.past_key_values, i, i)
+        return new_rows
 
     # -- prefix reuse -----------------------------------------------------------------------
 
@@ -489,36 +528,51 @@ class HFBackend:
         return out
 
     def _remember(
-        self, rows: list[list[int]], new_rows: list[list[int]], layout: Layout, past: Any
+        self,
+        row: list[int],
+        new: list[int],
+        fed: int,
+        layout: Layout,
+        past: Any,
+        index: int,
+        position: int,
     ) -> None:
-        """Keep each row's key/values (prompt and generated tokens) for later requests."""
-        store = self._store
-        if store is None or past is None or not (layout.cascade or len(rows) == 1):
-            return
-        fed = max(0, len(new_rows[0]) - 1) if new_rows else 0  # the last token is never fed
-        for i, (row, gen) in enumerate(zip(rows, new_rows, strict=True)):
-            kept = next((j for j, t in enumerate(gen) if t in self._end_ids), len(gen))
-            kept = min(kept, fed)
-            tokens = row + gen[:kept]
-            if not layout.cascade:
-                from cai.backends._cascade import layer_pairs
+        """Keep a row's key/values (prompt and generated tokens) for later requests.
 
-                kept_kv = layer_pairs(past)
-                own = [(k[:, :, : len(tokens)], v[:, :, : len(tokens)]) for k, v in kept_kv]
-                store.add(tokens, [], own, 0)
-                continue
-            torch = self._torch
-            cols = layout.own_columns(i, len(row))
-            index = torch.tensor(cols, dtype=torch.long, device=self.device)
-            own = []
-            for layer in past.layers:
-                k = layer.prompt_keys[i : i + 1].index_select(2, index)
-                v = layer.prompt_values[i : i + 1].index_select(2, index)
-                if kept:
-                    k = torch.cat([k, layer.generated_keys()[i : i + 1, :, :kept]], dim=2)
-                    v = torch.cat([v, layer.generated_values()[i : i + 1, :, :kept]], dim=2)
-                own.append((k, v))
-            store.add(tokens, layout.prefix, own, layout.shared)
+        ``index``: the row's place in ``layout``; ``position``: its place in ``past`` now (a
+        batch that shed finished rows is smaller); ``fed``: new tokens ``past`` holds.
+        """
+        store = self._store
+        if store is None or past is None or not (layout.cascade or len(layout.ids) == 1):
+            return
+        kept = next((j for j, t in enumerate(new) if t in self._end_ids), len(new))
+        kept = min(kept, fed)
+        tokens = row + new[:kept]
+        if not layout.cascade:
+            from cai.backends._cascade import layer_pairs
+
+            own = [
+                (
+                    k[position : position + 1, :, : len(tokens)],
+                    v[position : position + 1, :, : len(tokens)],
+                )
+                for k, v in layer_pairs(past)
+            ]
+            store.add(tokens, [], own, 0)
+            return
+        torch = self._torch
+        cols = layout.own_columns(index, len(row))
+        columns = torch.tensor(cols, dtype=torch.long, device=self.device)
+        own = []
+        at = slice(position, position + 1)
+        for layer in past.layers:
+            k = layer.prompt_keys[at].index_select(2, columns)
+            v = layer.prompt_values[at].index_select(2, columns)
+            if kept:
+                k = torch.cat([k, layer.generated_keys()[at, :, :kept]], dim=2)
+                v = torch.cat([v, layer.generated_values()[at, :, :kept]], dim=2)
+            own.append((k, v))
+        store.add(tokens, layout.prefix, own, layout.shared)
 
     def _shared_prefix_length(self, rows: Sequence[list[int]]) -> int:
         """Tokens every row starts with (each row keeps at least one of its own), or 0.
@@ -698,26 +752,18 @@ def _row_sampler(
 ) -> Any:
     """A logits processor that samples each row with its own generator (nucleus sampling).
 
-    It runs after transformers' own processors (repetition penalty) and leaves only the sampled
-    token finite, so greedy decoding picks it.
+    For ``model.generate``: it runs after transformers' own processors (repetition penalty)
+    and leaves only the sampled token finite, so greedy decoding picks it.
     """
     from transformers import LogitsProcessor, LogitsProcessorList
+
+    from cai.backends._decode import sample_rows
 
     generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
 
     class RowSampler(LogitsProcessor):
         def __call__(self, input_ids: Any, scores: Any) -> Any:
-            probs = torch.softmax(scores.float() / temperature, dim=-1)
-            if top_p < 1.0:
-                sorted_p, order = probs.sort(dim=-1, descending=True)
-                outside = sorted_p.cumsum(-1) - sorted_p > top_p  # keeps at least the top token
-                sorted_p = sorted_p.masked_fill(outside, 0.0)
-                probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
-            picks = [
-                torch.multinomial(probs[i], 1, generator=generators[i])
-                for i in range(probs.shape[0])
-            ]
-            chosen = torch.cat(picks).unsqueeze(-1)
+            chosen = sample_rows(torch, scores, generators, temperature, top_p).unsqueeze(-1)
             out = torch.full_like(scores, float("-inf"))
             return out.scatter(-1, chosen, 0.0)
 

@@ -49,7 +49,11 @@ def _similar(a: str, b: str, threshold: float) -> bool:
         return False
     if na == nb:
         return True
-    return SequenceMatcher(None, na, nb, autojunk=False).ratio() >= threshold
+    matcher = SequenceMatcher(None, na, nb, autojunk=False)
+    # The quick ratios are upper bounds of ratio(): cheap rejections, same answers.
+    if matcher.real_quick_ratio() < threshold or matcher.quick_ratio() < threshold:
+        return False
+    return matcher.ratio() >= threshold
 
 
 def _ngrams(text: str, n: int) -> list[tuple[str, ...]]:
