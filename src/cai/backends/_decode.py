@@ -42,12 +42,14 @@ def sample_rows(
         return torch.cat(picks)
     k = min(_NUCLEUS_CANDIDATES, int(probs.shape[-1]))
     top_p_, top_i = probs.topk(k, dim=-1)  # sorted, most likely first
-    covered = top_p_.sum(dim=-1) > top_p
+    wide = (top_p_.sum(dim=-1) <= top_p).nonzero().flatten().tolist()
+    sorted_wide = probs[wide].sort(dim=-1, descending=True) if wide else None
     for i, gen in enumerate(generators):
-        if bool(covered[i]):
-            p, order = top_p_[i], top_i[i]
+        if i in wide and sorted_wide is not None:
+            at = wide.index(i)
+            p, order = sorted_wide.values[at], sorted_wide.indices[at]
         else:
-            p, order = probs[i].sort(descending=True)
+            p, order = top_p_[i], top_i[i]
         outside = p.cumsum(-1) - p > top_p  # mass before the token already reaches top_p
         kept = p.masked_fill(outside, 0.0)
         picks.append(order[torch.multinomial(kept, 1, generator=gen)])
