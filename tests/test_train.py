@@ -325,6 +325,10 @@ def test_recipe_presets_reach_the_trainer_args() -> None:
     args = recipe.stages.sft.trainer_args("/tmp/out", 0)
     assert args["deepspeed"].endswith("zero3.json")
     assert recipe.stages.sft.num_processes == 8
+    # DPO accumulates small batches by default (an effective batch of 4, less memory a pass).
+    dpo = recipe.stages.dpo.trainer_args("/tmp/out", 0)
+    assert dpo["per_device_train_batch_size"] * dpo["gradient_accumulation_steps"] == 4
+    assert dpo["per_device_train_batch_size"] == 2 and args["gradient_accumulation_steps"] == 1
 
 
 def test_accelerate_launch_runs_a_training_job(
