@@ -146,3 +146,26 @@ def test_nucleus_sampling_draws_from_the_nucleus_in_proportion() -> None:
     assert abs(first[3] / 4000 - 0.625) < 0.03  # 0.5 / 0.8, renormalised
     second = Counter(d[1] for d in draws)
     assert len(second) > 500  # about 700 tokens in the flat row's nucleus
+
+
+def test_rows_stop_when_the_caller_says(model: Any) -> None:
+    """A stop check (the backend's stop strings) ends each row on its own, others go on."""
+    ids, mask = _left_pad(ROWS)
+    steps = 10
+    free = _reference(model, ids, mask, steps, None)
+
+    def length(row: list[int]) -> int:  # a different stopping point per row
+        return 2 + row[0] % 6
+
+    how = Decoding(
+        steps,
+        frozenset(),
+        PAD,
+        repetition_penalty=1.3,
+        shed_factor=0.0,
+        stopped=lambda tokens: len(tokens) >= length(tokens),
+    )
+    with torch.inference_mode():
+        got = decode(torch, model, ids, mask, DynamicCache(config=model.config), how)
+    assert got == [row[: length(row)] for row in free]
+    assert len({len(r) for r in got}) > 1

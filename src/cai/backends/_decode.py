@@ -4,8 +4,9 @@ Owns: the decoding loop (the prefill of whatever the cache does not hold yet, th
 a row a step), the repetition penalty, greedy choice or nucleus sampling with one seeded
 generator a row, the end of a row at an end token, and dropping finished rows from the batch
 and its cache once that pays for the copy.
-Must not know: requests, prompts, templates, stores or layouts. What to keep of a row when it
-leaves is the caller's ``on_done``. torch and the model are handed in; nothing is imported at
+Must not know: requests, prompts, templates, tokenizers, stores or layouts. Whether a row's
+text hit a stop string is the caller's ``stopped``; what to keep of a row when it leaves is the
+caller's ``on_done``. torch and the model are handed in; nothing is imported at
 module level beyond the standard library.
 
 Why not ``model.generate``: it keeps every row to the end of the batch, decoding pad tokens
@@ -68,6 +69,7 @@ class Decoding:
     top_p: float = 1.0
     generators: Sequence[Any] = ()  # one a row, in batch order (sampling only)
     shed_factor: float = 2.0  # shed once finished rows x steps left >= this x rows present
+    stopped: Callable[[list[int]], bool] | None = None  # a row's new tokens hit a stop string
 
 
 def decode(
@@ -126,7 +128,7 @@ def decode(
         for pos, (row, token) in enumerate(zip(present, chosen.tolist(), strict=True)):
             if not done[row]:
                 out[row].append(token)
-                done[row] = bool(ended[pos])
+                done[row] = bool(ended[pos]) or (how.stopped is not None and how.stopped(out[row]))
         if all(done[row] for row in present) or step == how.max_new_tokens - 1:
             break
         seq = torch.cat([seq, chosen[:, None]], dim=-1)

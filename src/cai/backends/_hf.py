@@ -20,6 +20,10 @@ keeps that one copy and decodes with cascade attention (``_cascade``: one matrix
 the prefix for all rows), and the token budget counts a prefix common to the whole call once;
 otherwise the prefix is copied to every row. Greedy outputs can differ from the unshared path in
 the last bits of bfloat16 arithmetic; ``prefix_cache=False`` turns all of it off.
+
+Decoding runs in our own loop (``_decode``), not ``model.generate``: a row that ended (end
+token or stop string) leaves the batch and its cache once that pays, and its key/values go to
+the store as it leaves. ``raw_generate`` keeps ``model.generate`` as the benchmark's yardstick.
 """
 
 from __future__ import annotations
@@ -376,17 +380,18 @@ class HFBackend:
                 from cai.backends._cascade import cascade
 
                 stack.enter_context(cascade(layout.cache))
-            if params.stop:
-                new_rows = self._generate_with_stops(rows, layout, params, seeds)
-            else:
-                new_rows = self._decode(rows, layout, params, seeds)
+            new_rows = self._decode(rows, layout, params, seeds)
         pairs = zip(batch, new_rows, strict=True)
         return [self._finish(len(prompt), row, params) for (_, prompt), row in pairs]
 
     def _decode(
         self, rows: list[list[int]], layout: Layout, params: SamplingParams, seeds: list[int]
     ) -> list[list[int]]:
-        """Our decoding loop: finished rows leave the batch (and their key/values the store)."""
+        """Our decoding loop: finished rows leave the batch (their key/values go to the store).
+
+        A row finishes at an end token or once its text holds a stop string; ``_finish`` cuts
+        the text at the stop string.
+        """
         from cai.backends._decode import Decoding, decode
 
         torch = self._torch
@@ -403,6 +408,7 @@ class HFBackend:
             temperature=params.temperature,
             top_p=params.top_p,
             generators=[torch.Generator(device=self.device).manual_seed(s) for s in seeds],
+            stopped=self._stop_check(params.stop),
         )
 
         def done(row: int, position: int, new: list[int], fed: int) -> None:
@@ -410,34 +416,18 @@ class HFBackend:
 
         return decode(torch, self.model, layout.ids, layout.mask, cache, how, done)
 
-    def _generate_with_stops(
-        self, rows: list[list[int]], layout: Layout, params: SamplingParams, seeds: list[int]
-    ) -> list[list[int]]:
-        """``model.generate`` with its stop-string criteria (rows run to the batch's end)."""
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": params.max_new_tokens,
-            "pad_token_id": self._pad_id,
-            "eos_token_id": sorted(self._eos_ids) or None,
-            "return_dict_in_generate": True,
-            "do_sample": False,  # sampling, when asked for, is done row by row below
-            # Stops rows early; the text is still cut at the first stop string in ``_finish``.
-            "stop_strings": [s for s in params.stop if s],
-            "tokenizer": self.tokenizer,
-        }
-        if params.repetition_penalty != 1.0:
-            kwargs["repetition_penalty"] = params.repetition_penalty
-        if seeds:
-            kwargs["logits_processor"] = _row_sampler(
-                self._torch, seeds, params.temperature, params.top_p, self.device
-            )
-        if layout.cache is not None:
-            kwargs["past_key_values"] = layout.cache
-        out = self.model.generate(input_ids=layout.ids, attention_mask=layout.mask, **kwargs)
-        new_rows: list[list[int]] = out.sequences[:, layout.ids.shape[1] :].tolist()
-        fed = max(0, len(new_rows[0]) - 1) if new_rows else 0  # the last token is never fed
-        for i, (row, new) in enumerate(zip(rows, new_rows, strict=True)):
-            self._remember(row, new, fed, layout, out.past_key_values, i, i)
-        return new_rows
+    def _stop_check(self, stops: Sequence[str]) -> Callable[[list[int]], bool] | None:
+        """Whether a row's new tokens spell one of ``stops`` (None when there are none)."""
+        wanted = [s for s in stops if s]
+        if not wanted:
+            return None
+        decode = self.tokenizer.decode
+
+        def stopped(tokens: list[int]) -> bool:  # the whole text: ~30 us for 256 tokens
+            text = decode(tokens, skip_special_tokens=True)
+            return any(s in text for s in wanted)
+
+        return stopped
 
     # -- prefix reuse -----------------------------------------------------------------------
 
@@ -745,29 +735,6 @@ def row_seed(seed: int, prompt_ids: Sequence[int]) -> int:
     """The sampling seed of one request: its call's seed and its prompt tokens, nothing else."""
     digest = hashlib.blake2b(f"{seed}:{','.join(map(str, prompt_ids))}".encode(), digest_size=8)
     return int.from_bytes(digest.digest(), "big") % 2**63
-
-
-def _row_sampler(
-    torch: Any, seeds: Sequence[int], temperature: float, top_p: float, device: str
-) -> Any:
-    """A logits processor that samples each row with its own generator (nucleus sampling).
-
-    For ``model.generate``: it runs after transformers' own processors (repetition penalty)
-    and leaves only the sampled token finite, so greedy decoding picks it.
-    """
-    from transformers import LogitsProcessor, LogitsProcessorList
-
-    from cai.backends._decode import sample_rows
-
-    generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
-
-    class RowSampler(LogitsProcessor):
-        def __call__(self, input_ids: Any, scores: Any) -> Any:
-            chosen = sample_rows(torch, scores, generators, temperature, top_p).unsqueeze(-1)
-            out = torch.full_like(scores, float("-inf"))
-            return out.scatter(-1, chosen, 0.0)
-
-    return LogitsProcessorList([RowSampler()])
 
 
 def _split_on_oom(torch: Any, batch: list[T], run: Callable[[list[T]], list[R]]) -> list[R]:
