@@ -21,12 +21,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 
-def _rate(r: dict[str, object] | None) -> str:
+def _rate(r: dict[str, Any] | None) -> str:
     if not r or r.get("value") is None:
         return "n/a"
-    lo, hi = r["ci95"]  # type: ignore[misc]
+    lo, hi = r["ci95"]
     return f"{r['value']:.3f} (n={r['n']}, 95% CI {lo:.3f}-{hi:.3f})"
 
 
