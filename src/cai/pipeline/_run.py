@@ -110,7 +110,7 @@ def release_memory() -> None:
     """Hand memory a finished stage freed back to the system, not only to the allocator.
 
     glibc keeps freed heap pages for reuse, so after a training stage the process stayed
-    ~2 GB larger than what it held, and the next stage's model and batches came on top of that
+    ~2 GiB larger than what it held, and the next stage's model and batches came on top of that
     (the default recipe peaked in ``pairs``, right after SFT). ``malloc_trim`` returns them;
     elsewhere (no glibc) this only collects garbage.
     """
