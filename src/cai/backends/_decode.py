@@ -93,7 +93,9 @@ def decode(
     positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
     feed_ids, feed_pos = ids[:, past:], positions[:, past:]
     last_pos = positions[:, -1]
-    seq = ids  # what the repetition penalty looks at, like ``generate``: the whole sequence
+    # What the repetition penalty looks at, like ``generate``: the whole sequence (kept only
+    # when there is a penalty).
+    seq = ids
     present = list(range(int(ids.shape[0])))  # original row of each position in the batch
     out: list[list[int]] = [[] for _ in present]
     done = [False] * len(present)
@@ -117,13 +119,15 @@ def decode(
         scores = logits.to(dtype=torch.float32)
         if penalty is not None:
             scores = penalty(seq, scores)
-        if how.temperature > 0:
-            rows_gens = [generators[row] for row in present]
-            chosen = sample_rows(torch, scores, rows_gens, how.temperature, how.top_p)
-        else:
-            chosen = scores.argmax(dim=-1)
         finished = torch.tensor([done[row] for row in present], device=ids.device)
-        chosen = chosen.masked_fill(finished, how.pad_id)
+        if how.temperature > 0:  # rows that already ended (not yet shed) draw nothing
+            active = (~finished).nonzero().flatten()
+            gens = [generators[present[pos]] for pos in active.tolist()]
+            picks = sample_rows(torch, scores[active], gens, how.temperature, how.top_p)
+            chosen = torch.full_like(finished, how.pad_id, dtype=torch.long)
+            chosen[active] = picks
+        else:
+            chosen = scores.argmax(dim=-1).masked_fill(finished, how.pad_id)
         ended = torch.isin(chosen, ends) & ~finished
         for pos, (row, token) in enumerate(zip(present, chosen.tolist(), strict=True)):
             if not done[row]:
@@ -131,7 +135,8 @@ def decode(
                 done[row] = bool(ended[pos]) or (how.stopped is not None and how.stopped(out[row]))
         if all(done[row] for row in present) or step == how.max_new_tokens - 1:
             break
-        seq = torch.cat([seq, chosen[:, None]], dim=-1)
+        if penalty is not None:
+            seq = torch.cat([seq, chosen[:, None]], dim=-1)
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
         last_pos = last_pos + 1
         feed_ids, feed_pos = chosen[:, None], last_pos[:, None]
@@ -145,7 +150,9 @@ def decode(
             keep = [pos for pos, row in enumerate(present) if not done[row]]
             index = torch.tensor(keep, dtype=torch.long, device=ids.device)
             cache.batch_select_indices(index)
-            seq, mask = seq.index_select(0, index), mask.index_select(0, index)
+            mask = mask.index_select(0, index)
+            if penalty is not None:
+                seq = seq.index_select(0, index)
             feed_ids, feed_pos = feed_ids.index_select(0, index), feed_pos.index_select(0, index)
             last_pos = last_pos.index_select(0, index)
             present = [present[pos] for pos in keep]

@@ -167,7 +167,7 @@ class DPOStage(_TrainStage):
     over the whole vocabulary are most of its memory: 2 pairs a pass, accumulated twice (an
     effective batch of 4), peak at 3.4 GB on the embedded model where 4 a pass took 5.0 GB."""
     gradient_accumulation_steps: int = Field(2, ge=1)
-    """Batches per optimizer step: the effective batch is ``batch_size`` times this."""
+    """As for every training stage; 2 here, for an effective batch of 4 (see ``batch_size``)."""
     beta: float = Field(0.1, gt=0)
     """DPO temperature."""
     revision_pairs: bool = True
