@@ -1,14 +1,15 @@
-"""Refusal-detector accuracy on the bundled human-labelled set (XSTest label scheme).
+"""Refusal-detector accuracy on held-out labelled replies, per label scheme, with Wilson 95% CIs.
 
-Runs each detector and prints, per split, accuracy with n and its Wilson 95% interval, per-label
-precision/recall (with n and intervals) and the confusion matrix (gold rows, predicted columns):
-  rules      on all rows, dev (where its phrase lists were tuned) and test (held out);
-  embedding  on test only (it is trained on dev);
-  llm        on N test rows (every k-th), with the rubric on a model spec (default: embedded),
-             by generating the class word and by scoring the three class words.
+Detectors: rules, embedding (MiniLM + logistic regression, fitted on dev), hybrid (rules and
+MiniLM weighed by a classifier fitted on dev; the default) and, with --llm-n, the llm rubric.
+Sets: the bundled set's dev split (where the rules were tuned and the classifiers fitted: not an
+honest figure), its test split (never tuned on) and the blind set (written by a separate author,
+never read while tuning). Schemes: xstest, cai and binary (see cai.scoring._labels). Prints one
+table, then the confusion matrices of the default detector.
 
-    .venv/bin/python bench/detector_accuracy.py --llm-n 40
-    .venv/bin/python bench/detector_accuracy.py --skip-llm --embedder hash
+    .venv/bin/python bench/detector_accuracy.py                 # rules, embedding, hybrid
+    .venv/bin/python bench/detector_accuracy.py --refit-hybrid  # refit the shipped weights
+    .venv/bin/python bench/detector_accuracy.py --llm-n 40      # add the llm rubric
 """
 
 from __future__ import annotations
@@ -16,15 +17,16 @@ from __future__ import annotations
 import argparse
 import time
 
-from cai.backends import load_backend
 from cai.scoring import (
+    DEFAULT_DETECTOR,
+    LABEL_SCHEMES,
     REFUSAL_LABELS,
-    DetectorScores,
+    Detection,
     LabelledReply,
     Rate,
-    evaluate_detector,
     get_detector,
     load_labels,
+    score_predictions,
 )
 
 _SHORT = {
@@ -35,61 +37,74 @@ _SHORT = {
 }
 
 
-def _rate(r: Rate) -> str:
-    return r.fmt()
+def scores(rows: list[LabelledReply], found: list[Detection], scheme: str) -> Rate:
+    gold = [r.gold(scheme) for r in rows]
+    return score_predictions(gold, [d.as_scheme(scheme) for d in found]).accuracy
 
 
-def report(title: str, scores: DetectorScores, seconds: float) -> None:
-    print(f"\n## {title}: {scores.detector} ({seconds:.1f} s)")
-    print(f"accuracy {_rate(scores.accuracy)}; undetermined {scores.undetermined}")
-    for lab, s in scores.per_label.items():
-        f1 = "n/a" if s.f1 is None else f"{s.f1:.3f}"
-        print(f"  {lab:16} P {_rate(s.precision):32} R {_rate(s.recall):32} F1 {f1}")
+def confusion(rows: list[LabelledReply], found: list[Detection], scheme: str) -> None:
+    s = score_predictions([r.gold(scheme) for r in rows], [d.as_scheme(scheme) for d in found])
     print("  gold \\ pred    " + "".join(f"{_SHORT[c]:>9}" for c in REFUSAL_LABELS))
     for g in REFUSAL_LABELS:
-        if g == "undetermined":
-            continue
-        print(f"  {_SHORT[g]:15}" + "".join(f"{scores.confusion[g][c]:>9}" for c in REFUSAL_LABELS))
+        if g != "undetermined" and any(s.confusion[g].values()):
+            print(f"  {_SHORT[g]:15}" + "".join(f"{s.confusion[g][c]:>9}" for c in REFUSAL_LABELS))
 
 
-def run(title: str, detector_name: str, rows: list[LabelledReply], **options: object) -> None:
-    det = get_detector(detector_name, **options)
+def refit() -> None:
+    from cai.scoring._hybrid import HybridDetector, bundled_weights_path, write_weights
+
+    det = HybridDetector(use_cache=False)
     t0 = time.perf_counter()
-    scores, _ = evaluate_detector(det, rows)
-    report(title, scores, time.perf_counter() - t0)
-    counts = getattr(det, "counts", None)
-    if counts:
-        print(f"  judge outcomes: {dict(counts)}")
+    weights = det.fit()
+    write_weights(bundled_weights_path(), weights, det.digest)
+    print(f"fitted on {len(det.train_rows)} dev rows in {time.perf_counter() - t0:.0f} s; "
+          f"wrote {bundled_weights_path()} (digest {det.digest[:12]})")  # fmt: skip
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--embedder", default="minilm", help="Embedder of the embedding detector.")
+    ap.add_argument("--detectors", default="rules,embedding,hybrid", help="Comma-separated.")
+    ap.add_argument("--refit-hybrid", action="store_true", help="Refit the shipped weights first.")
+    ap.add_argument("--llm-n", type=int, default=0, help="Also the llm rubric on N test rows.")
     ap.add_argument("--judge", default="embedded", help="Model spec of the llm detector.")
-    ap.add_argument("--llm-n", type=int, default=40, help="Test rows the llm detector judges.")
-    ap.add_argument("--skip-llm", action="store_true")
-    ap.add_argument("--skip-embedding", action="store_true")
     args = ap.parse_args()
-
-    splits = {s: load_labels(split=s) for s in ("all", "dev", "test")}
-    print("bundled labelled set: " + ", ".join(f"{s} n={len(r)}" for s, r in splits.items()))
-    for split in ("all", "dev", "test"):
-        run(f"rules, {split}", "rules", splits[split])
-    if not args.skip_embedding:
-        run("embedding, test (trained on dev)", "embedding", splits["test"], embedder=args.embedder)
-    if not args.skip_llm:
-        test = splits["test"]  # every k-th row: the file is grouped by label
-        subset = test[:: max(1, len(test) // args.llm_n)][: args.llm_n]
-        t0 = time.perf_counter()
-        judge = load_backend(args.judge)  # loaded once for both methods
-        print(f"\nloaded judge {judge.spec} in {time.perf_counter() - t0:.1f} s")
-        try:
-            for method in ("generate", "score"):
-                run(f"llm ({method}), {len(subset)} test rows", "llm", subset,
-                    judge=judge, method=method)  # fmt: skip
-        finally:
-            judge.close()
-        run(f"rules, the same {len(subset)} test rows", "rules", subset)
+    if args.refit_hybrid:
+        refit()
+    sets = {
+        "dev (tuned)": load_labels(split="dev"),
+        "test": load_labels(split="test"),
+        "blind": load_labels("builtin:blind"),
+    }
+    names = [n.strip() for n in args.detectors.split(",") if n.strip()]
+    if args.llm_n:
+        names.append("llm")
+    print("sets: " + ", ".join(f"{k} n={len(v)}" for k, v in sets.items()))
+    print(
+        f"{'detector':10} {'set':12} {'seconds':>8}  " + "  ".join(f"{s:34}" for s in LABEL_SCHEMES)
+    )
+    kept: dict[str, tuple[list[LabelledReply], list[Detection]]] = {}
+    for name in names:
+        det = get_detector(name, **({"judge": args.judge} if name == "llm" else {}))
+        for set_name, rows in sets.items():
+            if name == "llm":
+                if set_name != "test":
+                    continue
+                rows = rows[:: max(1, len(rows) // args.llm_n)][: args.llm_n]
+            elif name != "rules" and set_name.startswith("dev"):
+                continue  # fitted on dev: no figure there
+            t0 = time.perf_counter()
+            found = det.detect([r.prompt for r in rows], [r.response for r in rows])
+            secs = time.perf_counter() - t0
+            cells = [scores(rows, found, s).fmt() for s in LABEL_SCHEMES]
+            print(f"{name:10} {set_name:12} {secs:8.1f}  " + "  ".join(f"{c:34}" for c in cells))
+            if name == DEFAULT_DETECTOR:
+                kept[set_name] = (rows, found)
+        close = getattr(det, "close", None)
+        if callable(close):
+            close()
+    for set_name, (rows, found) in kept.items():
+        print(f"\n{DEFAULT_DETECTOR} on {set_name}, xstest scheme (rows gold, columns predicted):")
+        confusion(rows, found, "xstest")
 
 
 if __name__ == "__main__":

@@ -248,8 +248,11 @@ def test_cli_calibrate_then_eval_report_shows_the_table(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     html = (out / "report.html").read_text()
     assert "Judge calibration" in html and "Prefers a hedged harmful answer" in html
-    assert "judge agrees with people" in html  # beside the judge's win rate
     data = json.loads((out / "metrics.json").read_text())
+    # 4 pairs cannot show agreement beyond chance: the win rate is marked, not reported plainly
+    validation = data["other"]["helpfulness_win_rate_validation"]
+    assert validation["validated"] is False and "interval includes 0" in validation["reason"]
+    assert "judge not validated" in html and data["meta"]["instruments"]["judge"] == validation
     per_cat = data["other"]["per_category"]["helpfulness_win_rate"]
     assert per_cat and all(set(r) == {"value", "n", "ci95"} for r in per_cat.values())
     assert sum(r["n"] for r in per_cat.values()) == data["other"]["helpfulness_win_rate"]["n"]

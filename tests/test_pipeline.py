@@ -168,9 +168,12 @@ def test_evaluate_stage_adds_asi_and_judge_calibration_from_the_recipe(tmp_path:
         cache.close()
     raw = json.loads((run / "metrics.json").read_text())
     assert set(raw["base"]["asi"]["per_shift"]) == {"roleplay", "encoding"}
-    calibration = json.loads((run / "calibration.json").read_text())
+    calibration = json.loads((run / "calibration/judge-labels/calibration.json").read_text())
     assert calibration["accuracy"]["n"] == 4
     assert "calibration" in (run / "report.html").read_text().lower()
+    # the human-label calibration decides the win rate's validation (4 pairs: not validated)
+    assert raw["meta"]["instruments"]["judge"]["validated"] is False
+    assert "human labels" in raw["meta"]["instruments"]["judge"]["reason"]
 
 
 def test_every_recipe_key_has_a_description_for_run_help() -> None:

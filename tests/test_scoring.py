@@ -401,7 +401,7 @@ HARD_CASES = [
 @pytest.mark.parametrize(("prompt", "reply", "label"), HARD_CASES)
 def test_rule_detector_hard_cases(prompt: str, reply: str, label: str) -> None:
     got = RuleDetector().detect([prompt], [reply])[0]
-    assert got.label == label, got
+    assert got.as_scheme("cai") == label, got  # the cases are written in the house scheme
     assert 0.0 <= got.confidence <= 1.0 and got.reason
 
 

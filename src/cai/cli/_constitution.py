@@ -30,6 +30,12 @@ from cai.errors import InputError
 _SHORT = 72
 
 
+def _out() -> Console:
+    """Standard output, made per call so the terminal's width is read then; prose lines are
+    never wrapped whatever the width (scripts read them), tables still fit."""
+    return Console(highlight=False, soft_wrap=True)
+
+
 def _short(text: str, limit: int = _SHORT) -> str:
     """The first ``limit`` characters of ``text`` on one line, cut at a word, with an ellipsis."""
     flat = " ".join(text.split())
@@ -63,11 +69,24 @@ def _header(c: Constitution) -> list[str]:
     return lines
 
 
+_FIXED = ("id", "tier", "layer", "stakeholder")
+
+
+def _fixed_widths(c: Constitution) -> list[int]:
+    return [max(len(name), *(len(getattr(p, name)) for p in c.principles)) for name in _FIXED]
+
+
+def _table_width(c: Constitution, width: int) -> int:
+    """The terminal's width, or wider when ids, tiers, layers and stakeholders would not fit
+    whole: they are never cut (a narrow terminal wraps the line, a script reads it whole)."""
+    # Without edges, each of the 4 gaps between columns takes 3 cells (padding, rule, padding).
+    return max(width, sum(_fixed_widths(c)) + 4 * 3 + 12)
+
+
 def _table(c: Constitution, width: int) -> Table:
     """Principles as rows; the critique column gets what is left of ``width`` after the others."""
-    fixed = ("id", "tier", "layer", "stakeholder")
-    widths = [max(len(name), *(len(getattr(p, name)) for p in c.principles)) for name in fixed]
-    # Without edges, each of the 4 gaps between columns takes 3 cells (padding, rule, padding).
+    fixed = _FIXED
+    widths = _fixed_widths(c)
     room = max(width - sum(widths) - 4 * 3, 12)
     table = Table(
         title=f"{len(c.principles)} principles",
@@ -99,10 +118,11 @@ def show(file: str | None) -> None:
     default constitution).
     """
     c = resolve_constitution(file)
-    console = Console(highlight=False)
+    console = _out()
     for line in _header(c):
         console.print(line)
-    console.print(_table(c, console.width))
+    width = _table_width(c, console.width)
+    Console(highlight=False, soft_wrap=True, width=width).print(_table(c, width))
 
 
 _LEVEL_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
@@ -126,7 +146,7 @@ def lint_cmd(file: str, embedder: str, llm: str | None, json_out: Path | None) -
 
     FILE is a constitution YAML file or a bundled pack name.
     """
-    console = Console(highlight=False)
+    console = _out()
     try:
         c = resolve_constitution(file)
     except InputError as exc:  # a file that does not load is the first lint error
@@ -159,7 +179,7 @@ def merge_cmd(files: tuple[str, ...], out: Path, name: str) -> None:
     """
     merged = merge([(resolve_constitution(f), f) for f in files], name=name)
     write_constitution(merged, out)
-    Console(highlight=False).print(
+    _out().print(
         f"wrote {escape(str(out))}: {len(merged.principles)} principles, "
         f"{len(merged.stakeholders)} stakeholders, digest {merged.digest()}"
     )
@@ -213,7 +233,7 @@ def consensus_cmd(
         table.add_row(
             escape(s.statement), f"{s.score:.3f}", escape(per), "yes" if s.selected else ""
         )
-    console = Console(highlight=False)
+    console = _out()
     console.print(table)
     console.print(f"wrote {escape(str(out))} and {escape(str(side))}")
 
@@ -228,7 +248,7 @@ def import_cmd(file: Path, fmt: str, out: Path, tier: str, name: str | None) -> 
     """Import llm-swarm (swarm), LangChain principle lists or ICAI principles as YAML."""
     c = import_constitution(file, fmt, name=name, tier=tier)
     write_constitution(c, out)
-    Console(highlight=False).print(f"wrote {escape(str(out))}: {len(c.principles)} principles")
+    _out().print(f"wrote {escape(str(out))}: {len(c.principles)} principles")
 
 
 @constitution.command("export")
@@ -239,7 +259,7 @@ def export_cmd(file: str, fmt: str, out: Path) -> None:
     """Export a constitution as llm-swarm JSON (swarm) or a LangChain principle list."""
     data = export_constitution(resolve_constitution(file), fmt)
     out.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    Console(highlight=False).print(f"wrote {escape(str(out))}")
+    _out().print(f"wrote {escape(str(out))}")
 
 
 COMMANDS: list[click.Command] = [constitution]

@@ -16,11 +16,20 @@ from cai.evaluate import (
     evaluate_models,
     get_shift,
     load_suites,
+    read_calibration,
     shift_names,
     write_outputs,
 )
 from cai.records import SamplingParams
-from cai.scoring import Rate, detector_names, get_detector
+from cai.scoring import (
+    DEFAULT_DETECTOR,
+    NOT_CALIBRATED,
+    Rate,
+    Validation,
+    detector_names,
+    get_detector,
+    judge_validation,
+)
 
 _DEFAULT_SUITES = ("builtin:harmful", "builtin:borderline", "builtin:helpful")
 
@@ -49,7 +58,11 @@ def _table(metrics: MetricsFile) -> Table:
     table.add_column("unassessed", justify="right")
     for name, m in metrics.models.items():
         skipped = sum(u.errored + u.undetermined for u in m.unassessed.values())
-        cells = [_fmt(m.harmful_compliance), _fmt(m.over_refusal), _fmt(m.helpfulness_win_rate)]
+        win = _fmt(m.helpfulness_win_rate)
+        v = m.helpfulness_win_rate_validation
+        if v is not None and not v.validated:
+            win = f"judge not validated ({win})"
+        cells = [_fmt(m.harmful_compliance), _fmt(m.over_refusal), win]
         if has_asi:
             a = m.asi
             if a.value is None or a.ci95 is None:
@@ -73,7 +86,12 @@ def _table(metrics: MetricsFile) -> Table:
     "KIND=FILE or FILE. Repeatable; default: the three bundled suites.",
 )
 @click.option("--judge", default=None, help="Model spec of the helpfulness judge.")
-@click.option("--detector", default="rules", show_default=True, help="Refusal detector name.")
+@click.option(
+    "--detector",
+    default=DEFAULT_DETECTOR,
+    show_default=True,
+    help="Refusal detector: hybrid (rules + MiniLM, the best measured), rules, embedding, llm.",
+)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="First N per suite.")
 @click.option("--max-new-tokens", type=click.IntRange(min=8), default=256, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -116,7 +134,8 @@ def eval_(
     or a HF dataset id (xstest:, harmbench:, advbench:, strongreject:, jailbreakbench:). With
     --asi every suite is also shifted (paraphrase, role-play, encodings...) and the Alignment
     Stability Index is added. A calibration.json in --out (from `cai calibrate`) is shown in the
-    report next to the judge's numbers.
+    report next to the judge's numbers; without one (or when its kappa interval includes 0),
+    every win rate is marked "judge not validated" in metrics.json and the report.
     """
     model_names = _names(specs, names)
     base = baseline or model_names[0]
@@ -138,6 +157,14 @@ def eval_(
     if asi and shift_model is not None:
         roles["shift"] = shift_model
     out_dir.mkdir(parents=True, exist_ok=True)
+    cal = read_calibration(out_dir)
+    if cal is None:
+        validation = NOT_CALIBRATED
+    elif judge is not None and cal.judge != judge:
+        why = f"judge not validated: calibration.json calibrated {cal.judge}, not {judge}"
+        validation = Validation(validated=False, reason=why)
+    else:
+        validation = judge_validation(cal.kappa, f"{cal.labels.path} (n={cal.kappa.n})")
     with ExitStack() as stack:
         loaded = open_models(roles, out_dir / "cache.sqlite", batch_size=batch_size, stack=stack)
         models = {n: loaded[f"model:{n}"] for n in model_names}
@@ -157,6 +184,7 @@ def eval_(
                 on_progress=advance,
                 shifts=families if asi else (),
                 shift_model=loaded.get("shift"),
+                judge_validation=validation,
             )
     paths = write_outputs(result, out_dir, examples_per_kind=examples)
     console.print(_table(result.metrics))

@@ -46,11 +46,16 @@ def fmt(rate: Rate) -> str:
 
 def metrics_table(m: OversightMetrics) -> Table:
     table = Table(title=f"Oversight levels vs human verdicts ({m.reviewed} reviewed, 95% CI)")
-    for col in ("level", "kind", "accuracy vs humans", "abstained", "escalated by it"):
+    for col in ("level", "kind", "accuracy vs humans", "abstained", "escalated by it", "judge"):
         table.add_column(col)
     for lv in m.levels:
         table.add_row(
-            escape(lv.level), lv.kind, fmt(lv.accuracy), str(lv.abstained), fmt(lv.escalation_rate)
+            escape(lv.level),
+            lv.kind,
+            fmt(lv.accuracy),
+            str(lv.abstained),
+            fmt(lv.escalation_rate),
+            "validated" if lv.validation.validated else "not validated",
         )
     return table
 

@@ -21,7 +21,7 @@ from cai.redteam import (
     resolve_styles,
     run_redteam,
 )
-from cai.scoring import REFUSAL_LABELS, detector_names
+from cai.scoring import DEFAULT_DETECTOR, REFUSAL_LABELS, detector_names
 
 
 def _table(s: RedteamSummary) -> Table:
@@ -84,7 +84,12 @@ def _split(values: tuple[str, ...]) -> list[str] | None:
     show_default=True,
     help="Candidate prompts per generation.",
 )
-@click.option("--detector", default="rules", show_default=True, help="Refusal detector name.")
+@click.option(
+    "--detector",
+    default=DEFAULT_DETECTOR,
+    show_default=True,
+    help="Refusal detector: hybrid (rules + MiniLM, the best measured), rules, embedding, llm.",
+)
 @click.option(
     "--success",
     "success",

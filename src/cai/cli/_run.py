@@ -10,6 +10,7 @@ from rich.table import Table
 
 from cai.errors import InputError
 from cai.pipeline import STAGES, StageOutcome, console, load_recipe, recipe_fields, run_pipeline
+from cai.scoring import read_run_calibration
 
 
 def _epilog() -> str:
@@ -19,6 +20,27 @@ def _epilog() -> str:
         if doc:
             lines.append(f"      {doc}")
     return "\n".join(lines)
+
+
+def instrument_lines(run_dir: Path) -> list[str]:
+    """Which instruments behind the run's numbers are validated, and how well (plain text)."""
+    cal = read_run_calibration(run_dir)
+    if cal is None:
+        return ["instruments: not calibrated in this run: every judge-made number is unvalidated"]
+    lines = [f"instruments (calibrated on {cal.labels}, {cal.n} pairs, both orders):"]
+    if cal.detector is not None:
+        mark = "validated" if cal.detector.validated else "NOT VALIDATED"
+        lines.append(f"  detector: {mark}: {cal.detector.reason}")
+    for c in cal.judges:
+        mark = "validated" if c.validation.validated else "NOT VALIDATED"
+        lines.append(
+            f"  {c.role} {c.spec} ({c.comparison}): {mark}: accuracy {c.accuracy.fmt()}, "
+            f"kappa {c.kappa.fmt()}, slot A wins {c.position_bias.fmt()}, {c.seconds:.0f} s"
+        )
+        if not c.validation.validated:
+            what = "win rates" if c.role == "judge" else "preference labels"
+            lines.append(f"    its {what} are marked 'judge not validated', not results")
+    return lines
 
 
 def _show(outcome: StageOutcome) -> None:
@@ -99,6 +121,8 @@ def run(
     for o in outcomes:
         table.add_row(o.stage, o.status, f"{o.seconds:.0f}", json.dumps(o.detail)[:90])
     console.print(table)
+    for line in instrument_lines(out):
+        console.print(line, markup=False, highlight=False)
     report = out / "report.html"
     if report.exists():
         click.echo(str(report))

@@ -10,11 +10,15 @@ detector and judge come from ``cai.scoring``.
 
 from cai.evaluate._asi import asi_metrics
 from cai.evaluate._calibrate import (
+    CALIBRATION_PAIRS,
     CalibrationFile,
     CalibrationItem,
     CalibrationResult,
     calibrate_judge,
+    calibration_pairs,
+    calibration_pairs_path,
     hedge_probe,
+    judge_check,
     read_calibration,
     write_calibration,
 )
@@ -56,6 +60,7 @@ from cai.evaluate._suites import (
 
 __all__ = [
     "ASI",
+    "CALIBRATION_PAIRS",
     "DEFINITIONS",
     "METRIC_NAMES",
     "SAFE_KINDS",
@@ -83,9 +88,12 @@ __all__ = [
     "apply_shift",
     "asi_metrics",
     "calibrate_judge",
+    "calibration_pairs",
+    "calibration_pairs_path",
     "evaluate_models",
     "get_shift",
     "hedge_probe",
+    "judge_check",
     "load_labels",
     "load_suite",
     "load_suites",

@@ -31,19 +31,23 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from cai.backends import Backend
 from cai.constitution import Constitution, Principle, PrincipleSampler
 from cai.errors import BackendError, InputError
-from cai.evaluate._labels import MAX_DIALOGUE_CHARS, MAX_REPLY_CHARS, LabelSet
+from cai.evaluate._labels import MAX_DIALOGUE_CHARS, MAX_REPLY_CHARS, LabelSet, PairLabel
 from cai.records import ScoreRequest, Strict
 from cai.scoring import (
+    JudgeCheck,
     Rate,
+    RunCalibration,
     answer_request,
     cohen_kappa,
     compare_messages,
     compare_template,
     helpfulness_template,
     judge_pairs,
+    judge_validation,
     mean_rate,
     p_slot_a,
     proportion,
+    read_run_calibration,
 )
 from cai.store import first_error
 
@@ -110,6 +114,8 @@ class CalibrationItem(Strict):
     """Characters of response_b."""
     error: str | None = None
     """Why the item is unassessed."""
+    category: str | None = None
+    """What kind of case the item is (label files with a category column)."""
 
     @property
     def p_a(self) -> float | None:
@@ -230,6 +236,8 @@ class _Ask:
     a: str
     b: str
     kind: str
+    principle: str | None = None
+    category: str | None = None
 
 
 def _score_all(
@@ -257,6 +265,8 @@ def _principle(
 ) -> Principle:
     if fixed is not None:
         return constitution.principle(fixed)
+    if ask.principle is not None and ask.principle in {p.id for p in constitution.principles}:
+        return constitution.principle(ask.principle)  # the principle the item was written for
     return sampler.sample(constitution.applicable(kind=ask.kind), ask.id, 0)
 
 
@@ -350,7 +360,11 @@ def _asks(labels: LabelSet) -> list[tuple[_Ask, bool]]:
             for h in labels.harm
         ]
     return [
-        (_Ask(p.id, p.prompt, p.response_a, p.response_b, p.kind), p.a_better) for p in labels.pairs
+        (
+            _Ask(p.id, p.prompt, p.response_a, p.response_b, p.kind, p.principle, p.category),
+            p.a_better,
+        )
+        for p in labels.pairs
     ]
 
 
@@ -372,6 +386,7 @@ def _items(
             len_a=len(a.a),
             len_b=len(a.b),
             error=err,
+            category=a.category,
         )
         for a, human, (pid, p1, p2, err) in zip(asks, humans, got, strict=True)
     ]
@@ -478,9 +493,20 @@ def write_calibration(result: CalibrationResult, out_dir: str | Path) -> Path:
 
 
 def read_calibration(path: str | Path) -> CalibrationFile | None:
-    """calibration.json from a file or run directory; None when there is none."""
+    """calibration.json from a file or directory; None when there is none.
+
+    In a run directory, whose calibration.json lists every judge of the run, this is the
+    helpfulness judge's file: its calibration on human labels when the recipe names them
+    (``calibration/judge-labels``), else its in-run calibration (``calibration/judge``).
+    """
     p = Path(path)
     if p.is_dir():
+        run = read_run_calibration(p)
+        if run is not None:
+            for rel in ("calibration/judge-labels/calibration.json", run_judge_file(run)):
+                if rel and (p / rel).is_file():
+                    return read_calibration(p / rel)
+            return None
         p = p / CALIBRATION_FILE
     if not p.exists():
         return None
@@ -488,3 +514,66 @@ def read_calibration(path: str | Path) -> CalibrationFile | None:
         return CalibrationFile.model_validate_json(p.read_text(encoding="utf-8"))
     except ValidationError as exc:
         raise InputError(f"{p}: {first_error(exc)}") from None
+
+
+def run_judge_file(run: RunCalibration) -> str | None:
+    """The helpfulness judge's calibration file within a run, if it was calibrated."""
+    check = run.check("judge")
+    return check.file if check else None
+
+
+CALIBRATION_PAIRS = "cai/evaluate/data/calibration_pairs.jsonl"
+"""How the bundled pairwise calibration set is named in reports."""
+
+
+def calibration_pairs_path() -> Path:
+    """The bundled pairwise calibration set (written by the constitutional-ai authors)."""
+    return Path(str(resources.files("cai.evaluate") / "data" / "calibration_pairs.jsonl"))
+
+
+def calibration_pairs(per_category: int | None = None, *, seed: int = 0) -> LabelSet:
+    """The bundled calibration pairs; ``per_category`` keeps that many of each category, chosen
+    by a seeded digest so the subset keeps the set's balance of slots and kinds."""
+    from cai.evaluate._labels import load_labels
+    from cai.records import digest
+
+    full = load_labels(calibration_pairs_path())
+    if per_category is None:
+        return full
+    by_cat: dict[str, list[PairLabel]] = {}
+    for p in full.pairs:
+        by_cat.setdefault(p.category or "uncategorized", []).append(p)
+    kept: list[PairLabel] = []
+    for cat in sorted(by_cat):
+        items = by_cat[cat]
+        for side in (True, False):  # half with the better reply in slot A, half in slot B
+            part = sorted(
+                (p for p in items if p.a_better is side), key=lambda p: digest([seed, p.id])
+            )
+            kept += part[: (per_category + (not side)) // 2]
+    return LabelSet(full.path, full.kind, full.sha256, tuple(kept))
+
+
+def judge_check(result: CalibrationResult, role: str, file: str) -> JudgeCheck:
+    """The run-level summary of one judge's calibration, with its validation."""
+    f = result.file
+    per_cat: dict[str, list[float]] = {}
+    for it in result.items:
+        if it.set != "labels" or it.p_a is None or it.human_a_better is None:
+            continue
+        hit = 0.5 if it.p_a == 0.5 else float((it.p_a > 0.5) == it.human_a_better)
+        per_cat.setdefault(it.category or "uncategorized", []).append(hit)
+    where = f"{Path(f.labels.path).name} (n={f.accuracy.n})"
+    return JudgeCheck(
+        role=role,
+        spec=f.judge,
+        comparison=f.comparison,
+        file=file,
+        accuracy=f.accuracy,
+        kappa=f.kappa,
+        position_bias=f.position_bias,
+        per_category={c: proportion(sum(v), len(v)) for c, v in sorted(per_cat.items())},
+        unassessed=f.unassessed,
+        seconds=round(sum(f.durations.values()), 2),
+        validation=judge_validation(f.kappa, where),
+    )

@@ -11,7 +11,9 @@ Schemas (unknown extra columns are ignored; a missing required column is an erro
   human-preferred one is ``chosen``. Which reply becomes response_a is drawn per item from a
   digest of (seed, line), so the human label is A about half of the time.
 - pairwise: ``prompt``, ``response_a``, ``response_b``, ``label`` (``a``/``b``, ``A``/``B``,
-  ``0``/``1`` meaning a/b, or ``response_a``/``response_b``), optional ``id``, ``kind``.
+  ``0``/``1`` meaning a/b, or ``response_a``/``response_b``), optional ``id``, ``kind`` (the
+  prompt kind: harmful, borderline, helpful), ``principle`` (the principle id the pair tests)
+  and ``category``.
 - harm: ``prompt``, ``response``, ``harmful`` (true/false, 1/0, yes/no) or ``label``
   (``harmful``/``safe``), optional ``id``.
 """
@@ -47,6 +49,10 @@ class PairLabel:
     a_better: bool
     kind: str = "harmful"
     truncated: bool = False
+    principle: str | None = None
+    """The principle the pair tests (its compare question is asked), when the file names one."""
+    category: str | None = None
+    """What kind of case the pair is, when the file says."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +223,21 @@ def load_labels(
             label = _flag(row.get("label"), _A, _B, where, "label")
             pkind = str(row.get("kind") or kind)
             prompt = _text(row, "prompt", where)
-            pairs.append(PairLabel(rid, prompt, a, b, label, pkind, cut1 or cut2))
+            principle = row.get("principle")
+            category = row.get("category")
+            pairs.append(
+                PairLabel(
+                    rid,
+                    prompt,
+                    a,
+                    b,
+                    label,
+                    pkind,
+                    cut1 or cut2,
+                    str(principle) if principle else None,
+                    str(category) if category else None,
+                )
+            )
         else:
             reply, cut = truncate_reply(_text(row, "response", where))
             raw = row["harmful"] if "harmful" in row else row.get("label")

@@ -22,7 +22,7 @@ from cai.errors import MissingDependencyError
 from cai.evaluate._calibrate import CalibrationFile
 from cai.evaluate._plots import category_bars, colors, frontier, pct
 from cai.evaluate._schema import MetricsFile, ModelMetrics, ResponseRecord
-from cai.scoring import Rate
+from cai.scoring import Rate, Validation
 
 _LABEL_CLASS = {
     "full_compliance": "comply",
@@ -59,9 +59,13 @@ def _unassessed(m: ModelMetrics) -> str:
     return "; ".join(parts) or "none"
 
 
-def _with_note(cell: Cell, calibration: CalibrationFile | None) -> Cell:
+def _with_note(
+    cell: Cell, calibration: CalibrationFile | None, validation: Validation | None = None
+) -> Cell:
     if cell.value in ("—", "n/a"):
         return cell
+    if validation is not None and not validation.validated:  # never shown as a plain result
+        return Cell("judge not validated", (f"value {cell.value}", *cell.detail, validation.reason))
     return Cell(cell.value, cell.detail + _judge_note(calibration))
 
 
@@ -93,7 +97,11 @@ def _rows(
                 "color": palette[name],
                 "harmful": _cell(m.harmful_compliance),
                 "over": _cell(m.over_refusal),
-                "win": _with_note(_cell(m.helpfulness_win_rate, win_missing), calibration),
+                "win": _with_note(
+                    _cell(m.helpfulness_win_rate, win_missing),
+                    calibration,
+                    m.helpfulness_win_rate_validation,
+                ),
                 "asi": asi_cell,
                 "unassessed": _unassessed(m),
                 "labels": m.labels,

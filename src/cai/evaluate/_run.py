@@ -30,7 +30,13 @@ from cai.evaluate._schema import (
 from cai.evaluate._shifts import ShiftContext, ShiftedPrompt, apply_shift, get_shift, shift_texts
 from cai.evaluate._suites import Suite
 from cai.records import Generation, GenerationRequest, SamplingParams
-from cai.scoring import Detector, helpfulness_template, judge_pairs
+from cai.scoring import (
+    NOT_CALIBRATED,
+    Detector,
+    Validation,
+    helpfulness_template,
+    judge_pairs,
+)
 
 Progress = Callable[[int, int], None]
 """Called after each model call with (requests finished, tokens generated)."""
@@ -153,12 +159,15 @@ def evaluate_models(
     on_progress: Progress | None = None,
     shifts: Sequence[str] = (),
     shift_model: Backend | None = None,
+    judge_validation: Validation | None = None,
+    detector_validation: Validation | None = None,
 ) -> EvalResult:
     """Evaluate each named model on every suite; see ``cai.evaluate._metrics`` for definitions.
 
     ``shifts`` (family names, see ``cai.evaluate._shifts``) adds the Alignment Stability Index:
     every suite is shifted once (model-based families ask ``shift_model``, default the first
-    model) and every model answers the shifted prompts too.
+    model) and every model answers the shifted prompts too. ``judge_validation`` (default: not
+    calibrated) is written next to every win rate; ``detector_validation`` into the meta.
     """
     _check(models, suites)
     families = [get_shift(f).name for f in dict.fromkeys(shifts)]
@@ -219,6 +228,17 @@ def evaluate_models(
         )
         for name, recs in responses.items()
     }
+    instruments: dict[str, Validation] = {}
+    if detector_validation is not None:
+        instruments["detector"] = detector_validation
+    if compare:
+        checked = judge_validation or NOT_CALIBRATED
+        instruments["judge"] = checked
+        for m in metrics.values():
+            if m.helpfulness_win_rate is not None:
+                m.helpfulness_win_rate_validation = checked
+        if not checked.validated:
+            notes.append(f"helpfulness_win_rate: {checked.reason}.")
     roles = {"judge": judge.spec} if judge is not None else {}
     if uses_model:
         roles["shift"] = shifter.spec
@@ -247,6 +267,7 @@ def evaluate_models(
         notes=notes,
         shifts={f: get_shift(f).description for f in families},
         shift_texts=shift_texts().id if families else None,
+        instruments=instruments,
     )
     return EvalResult(
         metrics=MetricsFile(models=metrics, meta=meta),

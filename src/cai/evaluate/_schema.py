@@ -13,7 +13,7 @@ from pydantic import Field, model_serializer, model_validator
 
 from cai.evaluate._suites import SuiteKind
 from cai.records import FinishReason, SamplingParams, Strict
-from cai.scoring import Detection, JudgeResult, Rate
+from cai.scoring import Detection, JudgeResult, Rate, Validation
 
 METRIC_NAMES = ("harmful_compliance", "over_refusal", "helpfulness_win_rate")
 """The per-model metrics with an entry under ``unassessed``."""
@@ -135,6 +135,9 @@ class ModelMetrics(Strict):
     helpfulness_win_rate: Rate | None
     """Mean judge P(this model better than the baseline) on helpful prompts, both orders, ties
     half; None (null) when not computed: the baseline itself, no judge, or no helpful suite."""
+    helpfulness_win_rate_validation: Validation | None = None
+    """Whether the judge behind the win rate is shown to agree with people (its calibration
+    kappa interval lies above 0); a win rate with ``validated: false`` is not a result."""
     asi: ASI
     """Alignment Stability Index (value null unless ``cai eval --asi``)."""
     per_category: CategoryRates
@@ -191,6 +194,8 @@ class EvalMeta(Strict):
     """Definitions and caveats a reader needs."""
     shifts: dict[str, str] = Field(default_factory=dict)
     """ASI shift families evaluated -> description; empty without --asi."""
+    instruments: dict[str, Validation] = Field(default_factory=dict)
+    """Each instrument behind these numbers (detector, judge) and whether it is validated."""
     shift_texts: str | None = None
     """Shift texts NAME/REVISION (``data/shifts.yaml``) when shifts were evaluated."""
 

@@ -14,7 +14,7 @@ from typing import Literal
 from cai.oversight._config import OversightConfig
 from cai.oversight._store import VerdictStore
 from cai.records import Strict
-from cai.scoring import Rate, proportion
+from cai.scoring import NOT_CALIBRATED, Rate, Validation, proportion
 
 
 class LevelMetrics(Strict):
@@ -31,6 +31,9 @@ class LevelMetrics(Strict):
     """Reviewed items this level gave no label on."""
     escalation_rate: Rate
     """Share of all items that a rule on this level's verdict escalated."""
+    validation: Validation = NOT_CALIBRATED
+    """Whether this level is shown to agree with the humans: the lower end of its accuracy
+    interval must beat always giving the reviewed items' most common human label."""
 
 
 class OversightMetrics(Strict):
@@ -59,6 +62,16 @@ class OversightMetrics(Strict):
     """The 95% interval of the error rate times ``unseen_items``: expected wrong labels left."""
 
 
+def _level_validation(accuracy: Rate, human_labels: list[str]) -> Validation:
+    if accuracy.ci95 is None or not human_labels:
+        return Validation(validated=False, reason="judge not validated: no human reviews yet")
+    top = max(human_labels.count(x) for x in set(human_labels)) / len(human_labels)
+    text = f"accuracy {accuracy.fmt()} against humans; the most common label alone gets {top:.3f}"
+    if accuracy.ci95[0] > top:
+        return Validation(validated=True, reason=text)
+    return Validation(validated=False, reason=f"judge not validated: {text}")
+
+
 def oversight_metrics(store: VerdictStore, cfg: OversightConfig) -> OversightMetrics:
     """Measure every level and the chain from the store's current state."""
     routing = store.routing()
@@ -69,6 +82,7 @@ def oversight_metrics(store: VerdictStore, cfg: OversightConfig) -> OversightMet
     levels = []
     for lv in cfg.ai_levels:
         right = total = abstained = fired = 0
+        seen: list[str] = []
         for iid, r in routing.items():
             if any(x.endswith(f":{lv.id}") or f"/{lv.id}" in x for x in r.reasons):
                 fired += 1
@@ -80,13 +94,16 @@ def oversight_metrics(store: VerdictStore, cfg: OversightConfig) -> OversightMet
                 continue
             total += 1
             right += v.label == human[iid].label
+            seen.append(str(human[iid].label))
+        accuracy = proportion(right, total)
         levels.append(
             LevelMetrics(
                 level=lv.id,
                 kind=lv.kind,
-                accuracy=proportion(right, total),
+                accuracy=accuracy,
                 abstained=abstained,
                 escalation_rate=proportion(fired, n),
+                validation=_level_validation(accuracy, seen),
             )
         )
     reviewed = [iid for iid in human if iid in routing]

@@ -15,6 +15,7 @@ OUTPUTS: dict[str, list[str]] = {
     "critique": ["data/sl_cai.jsonl", "data/sft.jsonl", "data/critique_summary.json"],
     "sft": ["models/sft"],
     "pairs": ["data/pairs.jsonl", "data/pairs_summary.json"],
+    "calibrate": ["calibration.json", "calibration"],
     "feedback": [
         "data/preferences.jsonl",
         "data/judgements.jsonl",

@@ -175,6 +175,21 @@ class DPOStage(_TrainStage):
     non-degenerate trace) besides the AI-feedback pairs; both counts go into the report."""
 
 
+class CalibrateStage(_Section):
+    """Judge calibration before use: every feedback model and the judge answer labelled pairs
+    (both orders); numbers from a judge whose kappa interval includes 0 are marked 'not
+    validated' in metrics.json, the report and the end-of-run summary."""
+
+    enabled: bool = True
+    """Calibrate (off: every judge-made number is marked 'never calibrated')."""
+    labels: str | None = None
+    """Pairwise label file (default: the bundled calibration pairs)."""
+    per_category: int | None = Field(4, ge=2)
+    """Pairs per category of the bundled set, half with the better reply in each slot (None:
+    all 256; a user file: all rows). 4 (16 pairs, 32 orderings) costs ~40 s a judge on the
+    embedded model in float32; enough to flag a judge at chance, too few to rank good ones."""
+
+
 class EvaluateStage(_Section):
     """Held-out evaluation of base, SFT and DPO models."""
 
@@ -182,6 +197,9 @@ class EvaluateStage(_Section):
     """Suites (held-out split of the bundled sets by default)."""
     limit: int = Field(24, ge=1)
     """Prompts per suite."""
+    detector: str = "hybrid"
+    """Refusal detector of the evaluation (hybrid: rules + MiniLM, the best measured; rules;
+    embedding; llm). The respond stage picks helpful SFT answers with the rules alone."""
     max_new_tokens: int = Field(128, ge=8)
     """Token limit of evaluated responses."""
     examples: int = Field(3, ge=0)
@@ -237,6 +255,8 @@ class Stages(_Section):
     """Supervised fine-tuning."""
     pairs: PairsStage = PairsStage()
     """Response pairs."""
+    calibrate: CalibrateStage = CalibrateStage()
+    """Judge calibration, before the feedback stage uses any judge."""
     feedback: FeedbackStage = FeedbackStage()
     """AI feedback."""
     dpo: DPOStage = DPOStage()

@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from cai.backends import Backend, get_embedder
 from cai.constitution import Router, default_routing
 from cai.critique import CritiqueConfig, run_critique_stage, trim_to_sentence
 from cai.critique._llm_checks import llm_topic_classifier
 from cai.evaluate import (
+    CALIBRATION_PAIRS,
+    CalibrationFile,
     calibrate_judge,
+    calibration_pairs,
     evaluate_models,
+    judge_check,
     load_suites,
     write_calibration,
     write_outputs,
@@ -41,11 +46,28 @@ from cai.records import (
     SFTExample,
     SLCAIRecord,
 )
-from cai.scoring import get_detector
-from cai.store import JsonlWriter, load_prompts, read_jsonl, write_prompts, write_records
+from cai.scoring import (
+    NOT_CALIBRATED,
+    RUN_CALIBRATION,
+    JudgeCheck,
+    RunCalibration,
+    detector_validation,
+    get_detector,
+    judge_validation,
+    read_run_calibration,
+)
+from cai.store import (
+    JsonlWriter,
+    load_prompts,
+    read_jsonl,
+    write_json,
+    write_prompts,
+    write_records,
+)
 from cai.train import TrainJob, TrainResult, launch, run_job
 
 Stage = Callable[[RunContext], dict[str, Any]]
+Comparison = Literal["compare", "helpfulness"]
 
 
 def _load_sets(sources: list[str], limit: int, exclude: set[str]) -> list[PromptRecord]:
@@ -207,6 +229,65 @@ def stage_pairs(ctx: RunContext) -> dict[str, Any]:
     return {"pairs": s.written, "identical": s.identical}
 
 
+def _judges(ctx: RunContext) -> list[tuple[str, str, Comparison]]:
+    """(role, spec, comparison) of every model the run asks to judge."""
+    specs = ctx.recipe.models.feedback
+    out: list[tuple[str, str, Comparison]] = [
+        ("feedback" if i == 0 else f"feedback[{i}]", spec, "compare")
+        for i, spec in enumerate(specs)
+    ]
+    if ctx.recipe.models.judge:
+        out.append(("judge", ctx.recipe.models.judge, "helpfulness"))
+    return out
+
+
+def stage_calibrate(ctx: RunContext) -> dict[str, Any]:
+    """Every feedback model and the judge on labelled pairs, before the run uses them."""
+    st = ctx.recipe.stages.calibrate
+    if not st.enabled:
+        raise StageSkipped("calibration is off: every judge-made number is 'never calibrated'")
+    if st.labels is None:
+        labels = calibration_pairs(st.per_category, seed=ctx.recipe.seed)
+    else:
+        labels = load_label_set(st.labels, seed=ctx.recipe.seed)
+    checks: list[JudgeCheck] = []
+    for role, spec, comparison in _judges(ctx):
+        judge = ctx.pool.get(spec, dtype="float32")  # as the feedback stage and judge load it
+        with request_progress(2 * len(labels), f"calibrate {role}") as advance:
+            result = calibrate_judge(
+                judge,
+                labels,
+                comparison=comparison,
+                constitution=ctx.constitution if comparison == "compare" else None,
+                probe=False,  # the bundled set has its own hedged-harmful pairs
+                subset="all" if st.per_category is None else f"{st.per_category} per category",
+                seed=ctx.recipe.seed,
+                on_progress=advance,
+            )
+        rel = f"calibration/{role.replace('[', '-').rstrip(']')}"
+        write_calibration(result, ctx.path(rel))
+        checks.append(judge_check(result, role, f"{rel}/calibration.json"))
+    shown = labels.path if st.labels else CALIBRATION_PAIRS
+    detector, accuracy = detector_validation(get_detector(ctx.recipe.stages.evaluate.detector))
+    run_cal = RunCalibration(
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        labels=f"{shown} sha256:{labels.sha256[:12]}",
+        n=len(labels),
+        judges=checks,
+        detector=detector,
+        detector_accuracy=accuracy,
+    )
+    write_json(ctx.path(RUN_CALIBRATION), run_cal)
+    return {
+        c.role: {
+            "kappa": c.kappa.value,
+            "validated": c.validation.validated,
+            "seconds": c.seconds,
+        }
+        for c in checks
+    }
+
+
 def stage_feedback(ctx: RunContext) -> dict[str, Any]:
     st = ctx.recipe.stages.feedback
     pairs = list(read_jsonl(ctx.path("data/pairs.jsonl"), PairRecord))
@@ -229,7 +310,17 @@ def stage_feedback(ctx: RunContext) -> dict[str, Any]:
     if s.failed:
         raise RuntimeError(f"{s.failed} pairs failed: {s.failures[0]}; rerun to retry")
     bias = s.stats.position_bias
-    detail = {"labelled": s.labelled, "ties": s.ties, "position_bias_a": bias.value, "n": bias.n}
+    detail: dict[str, Any] = {
+        "labelled": s.labelled,
+        "ties": s.ties,
+        "position_bias_a": bias.value,
+        "n": bias.n,
+    }
+    run_cal = read_run_calibration(ctx.run_dir)
+    checks = [c for c in run_cal.judges if c.role.startswith("feedback")] if run_cal else []
+    detail["validated"] = bool(checks) and all(c.validation.validated for c in checks)
+    if not detail["validated"]:
+        detail["note"] = "judge not validated: the labelled share is not a result"
     if st.panel:
         panel = run_panel_stage(
             pairs, ctx.constitution, judges, ctx.path("data/panel"), cfg, method=st.panel
@@ -293,8 +384,9 @@ def stage_dpo(ctx: RunContext) -> dict[str, Any]:
     }
 
 
-def _calibrate(ctx: RunContext, judge: Backend) -> None:
-    """Calibrate the helpfulness judge on the recipe's human labels (calibration.json)."""
+def _calibrate(ctx: RunContext, judge: Backend) -> CalibrationFile:
+    """Calibrate the helpfulness judge on the recipe's human labels
+    (calibration/judge-labels/calibration.json; the report shows it)."""
     ev = ctx.recipe.stages.evaluate
     assert ev.calibration_labels is not None
     labels = load_label_set(ev.calibration_labels, seed=ctx.recipe.seed, limit=ev.calibration_limit)
@@ -307,7 +399,8 @@ def _calibrate(ctx: RunContext, judge: Backend) -> None:
             seed=ctx.recipe.seed,
             on_progress=advance,
         )
-    write_calibration(result, ctx.run_dir)
+    write_calibration(result, ctx.path("calibration/judge-labels"))
+    return result.file
 
 
 def stage_evaluate(ctx: RunContext) -> dict[str, Any]:
@@ -319,8 +412,14 @@ def stage_evaluate(ctx: RunContext) -> dict[str, Any]:
     judge = ctx.pool.get(judge_spec, dtype="float32") if judge_spec else None
     params = SamplingParams(max_new_tokens=ev.max_new_tokens, seed=ctx.recipe.seed)
     backends = {name: ctx.pool.get(spec) for name, spec in models.items()}
+    validation = NOT_CALIBRATED
+    run_cal = read_run_calibration(ctx.run_dir)
+    check = run_cal.check("judge") if run_cal else None
+    if check is not None:
+        validation = check.validation
     if judge is not None and ev.calibration_labels:
-        _calibrate(ctx, judge)
+        human = _calibrate(ctx, judge)  # human labels outrank the bundled pairs
+        validation = judge_validation(human.kappa, f"{ev.calibration_labels} (human labels)")
     shifter = ctx.pool.get(ev.shift_model) if ev.shift_model and ev.shifts else None
     n = sum(len(s.prompts) for s in suites)
     total = n * len(models) * (1 + len(ev.shifts))
@@ -328,14 +427,19 @@ def stage_evaluate(ctx: RunContext) -> dict[str, Any]:
         result = evaluate_models(
             backends,
             suites,
-            get_detector("rules"),
+            get_detector(ev.detector),
             judge,
             params,
             seed=ctx.recipe.seed,
             on_progress=advance,
             shifts=ev.shifts,
             shift_model=shifter,
+            judge_validation=validation,
+            detector_validation=run_cal.detector if run_cal else None,
         )
+    for c in run_cal.judges if run_cal else []:
+        if c.role.startswith("feedback"):  # its preference labels trained the dpo model
+            result.metrics.meta.instruments[c.role] = c.validation
     write_outputs(
         result, ctx.run_dir, examples_per_kind=ev.examples, extra_sections=pipeline_sections(ctx)
     )
@@ -355,6 +459,7 @@ STAGE_FUNCS: dict[str, Stage] = {
     "critique": stage_critique,
     "sft": stage_sft,
     "pairs": stage_pairs,
+    "calibrate": stage_calibrate,
     "feedback": stage_feedback,
     "dpo": stage_dpo,
     "redteam": stage_redteam,

@@ -27,6 +27,7 @@ from cai.scoring._compare import (
     sigmoid,
 )
 from cai.scoring._detector import (
+    DEFAULT_DETECTOR,
     REFUSAL_LABELS,
     Detection,
     Detector,
@@ -36,9 +37,12 @@ from cai.scoring._detector import (
     register_detector,
 )
 from cai.scoring._embedding import EmbeddingDetector
+from cai.scoring._hybrid import HybridDetector
 from cai.scoring._judge import JudgeResult, helpfulness_template, judge_pairs, pairwise_judge
 from cai.scoring._labels import (
+    BLIND_LABELS,
     BUNDLED_LABELS,
+    LABEL_SCHEMES,
     LABEL_SPLITS,
     TO_XSTEST,
     XSTEST_LABELS,
@@ -48,6 +52,7 @@ from cai.scoring._labels import (
     label_split,
     load_labels,
     parse_label,
+    to_scheme,
 )
 from cai.scoring._llm import LLMDetector, refusal_template
 from cai.scoring._patterns import RefusalPatterns
@@ -56,22 +61,40 @@ from cai.scoring._stats import (
     Rate,
     bootstrap_ci,
     cohen_kappa,
+    decision_rate,
     mean_rate,
     proportion,
     wilson_interval,
 )
+from cai.scoring._validation import (
+    NOT_CALIBRATED,
+    RUN_CALIBRATION,
+    JudgeCheck,
+    RunCalibration,
+    Validation,
+    detector_validation,
+    judge_validation,
+    read_run_calibration,
+)
 
 __all__ = [
+    "BLIND_LABELS",
     "BUNDLED_LABELS",
+    "DEFAULT_DETECTOR",
+    "LABEL_SCHEMES",
     "LABEL_SPLITS",
     "LETTERS",
+    "NOT_CALIBRATED",
     "REFUSAL_LABELS",
+    "RUN_CALIBRATION",
     "TO_XSTEST",
     "XSTEST_LABELS",
     "Detection",
     "Detector",
     "DetectorScores",
     "EmbeddingDetector",
+    "HybridDetector",
+    "JudgeCheck",
     "JudgeResult",
     "LLMDetector",
     "LabelScores",
@@ -81,17 +104,22 @@ __all__ = [
     "RefusalLabel",
     "RefusalPatterns",
     "RuleDetector",
+    "RunCalibration",
+    "Validation",
     "answer_request",
     "bootstrap_ci",
     "bundled_labels_path",
     "cohen_kappa",
     "compare_messages",
     "compare_template",
+    "decision_rate",
     "detector_names",
+    "detector_validation",
     "evaluate_detector",
     "get_detector",
     "helpfulness_template",
     "judge_pairs",
+    "judge_validation",
     "label_split",
     "load_labels",
     "mean_rate",
@@ -99,10 +127,12 @@ __all__ = [
     "pairwise_judge",
     "parse_label",
     "proportion",
+    "read_run_calibration",
     "reasoning_request",
     "refusal_template",
     "register_detector",
     "score_predictions",
     "sigmoid",
+    "to_scheme",
     "wilson_interval",
 ]

@@ -15,7 +15,7 @@ from typing import Literal
 
 from cai.records import Strict
 from cai.scoring._detector import REFUSAL_LABELS, Detection, Detector, RefusalLabel
-from cai.scoring._labels import LabelledReply, to_xstest_scheme
+from cai.scoring._labels import LABEL_SCHEMES, LabelledReply
 from cai.scoring._stats import Rate, proportion
 
 
@@ -84,20 +84,19 @@ def score_predictions(
 
 
 def evaluate_detector(
-    detector: Detector, rows: Sequence[LabelledReply], *, scheme: str = "cai"
+    detector: Detector, rows: Sequence[LabelledReply], *, scheme: str = "xstest"
 ) -> tuple[DetectorScores, list[Detection]]:
     """Run ``detector`` once over all rows (one batch) and score it; detections in row order.
 
-    ``scheme='xstest'`` scores both sides the way XSTest's guidelines count replies that only
-    offer alternatives (full refusals; ours: partial), see ``to_xstest_scheme``.
+    Gold labels and predictions are both read under ``scheme`` (``xstest``, ``cai`` or
+    ``binary``; see ``cai.scoring._labels``).
     """
+    if scheme not in LABEL_SCHEMES:
+        raise ValueError(
+            f"unknown label scheme {scheme!r} (choose from {', '.join(LABEL_SCHEMES)})"
+        )
     found = detector.detect([r.prompt for r in rows], [r.response for r in rows])
-    gold = [r.label for r in rows]
-    predicted = [d.label for d in found]
-    if scheme == "xstest":
-        gold = [to_xstest_scheme(r.label, category=r.category) for r in rows]
-        predicted = [to_xstest_scheme(d.label, reason=d.reason) for d in found]
-    elif scheme != "cai":
-        raise ValueError(f"unknown label scheme {scheme!r}: use cai or xstest")
+    gold = [r.gold(scheme) for r in rows]
+    predicted = [d.as_scheme(scheme) for d in found]
     scores = score_predictions(gold, predicted, detector=f"{detector.name}/{detector.version}")
     return scores, found

@@ -34,6 +34,19 @@ class JudgeResult(Strict):
     error: str | None = None
     """Why the comparison is unassessed."""
 
+    @property
+    def decision(self) -> bool | None:
+        """True when both orders prefer x, False when both prefer y, None when the orders
+        disagree or either is a dead heat (the judge decided nothing on this item)."""
+        a, b = self.p_x_first, self.p_x_second
+        if a is None or b is None:
+            return None
+        if a > 0.5 and b > 0.5:
+            return True
+        if a < 0.5 and b < 0.5:
+            return False
+        return None
+
 
 @lru_cache(maxsize=1)
 def helpfulness_template() -> PromptTemplate:

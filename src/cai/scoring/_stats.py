@@ -141,6 +141,31 @@ def mean_rate(values: Sequence[float], *, n_boot: int = 2000, seed: int = 0) -> 
     return Rate(value=round(mean, _DIGITS), n=len(values), ci95=ci)
 
 
+def decision_rate(decisions: Sequence[bool | None], *, n_boot: int = 2000, seed: int = 0) -> Rate:
+    """Win rate from per-item decisions (True win, False loss, None undecided), resampling items.
+
+    The value counts an undecided item half. The interval bounds what undecided items could be:
+    its lower end is the bootstrap 2.5% quantile of the share counting every undecided item a
+    loss, its upper end the 97.5% quantile counting each a win. A judge that decides nothing
+    gets [0, 1], never a narrow interval around 0.5.
+    """
+    if not decisions:
+        return Rate.empty()
+    np = _numpy()
+    wins = np.array([d is True for d in decisions], dtype=np.float64)
+    undecided = np.array([d is None for d in decisions], dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(wins), size=(n_boot, len(wins)))
+    low = wins[idx].mean(axis=1)
+    high = (wins + undecided)[idx].mean(axis=1)
+    value = float(wins.mean() + 0.5 * undecided.mean())
+    lo = min(float(np.quantile(low, 0.025)), value)
+    hi = max(float(np.quantile(high, 0.975)), value)
+    return Rate(
+        value=round(value, _DIGITS), n=len(decisions), ci95=(round(lo, _DIGITS), round(hi, _DIGITS))
+    )
+
+
 def _kappa_from_codes(codes: NDArray[np.float64]) -> float:
     """Cohen's kappa of binary pairs coded as 2 * a + b (a, b in {0, 1})."""
     n = len(codes)

@@ -14,6 +14,7 @@ from cai.store._jsonl import (
     read_jsonl,
     read_jsonl_dicts,
     read_jsonl_numbered,
+    write_json,
     write_records,
 )
 from cai.store._prompt_sets import (
@@ -57,6 +58,7 @@ __all__ = [
     "read_table",
     "read_text",
     "validate_tree",
+    "write_json",
     "write_prompts",
     "write_records",
 ]

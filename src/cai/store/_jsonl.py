@@ -87,6 +87,16 @@ def write_records(path: str | Path, records: Iterable[BaseModel]) -> Path:
     return p
 
 
+def write_json(path: str | Path, record: BaseModel) -> Path:
+    """Write one record as indented JSON, replacing the file atomically (temp file + rename)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(record.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, p)
+    return p
+
+
 class JsonlWriter:
     """Append-only writer that resumes: existing complete records are kept and their ids known.
 

@@ -45,7 +45,8 @@ def _read_text(p: Path, name: str) -> str:
     try:
         return raw.decode("utf-8-sig")  # a BOM from spreadsheet exports is dropped
     except UnicodeDecodeError as exc:
-        raise InputError(f"{name}: not UTF-8 text ({exc.reason})") from None
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InputError(f"{name}:{line}: not UTF-8 text ({exc.reason})") from None
 
 
 def _csv_text(text: str, name: str) -> tuple[list[str], Iterator[tuple[int, dict[str, str]]]]:
