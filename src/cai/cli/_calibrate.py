@@ -21,6 +21,7 @@ from cai.constitution import resolve_constitution
 from cai.evaluate import (
     CalibrationFile,
     calibrate_judge,
+    calibration_pairs_path,
     hedge_probe,
     load_labels,
     write_calibration,
@@ -69,9 +70,10 @@ def calibration_table(f: CalibrationFile) -> Table:
     "--labels",
     "labels_path",
     type=click.Path(path_type=Path),
-    required=True,
+    default=None,
     help="Label file: hh-rlhf chosen/rejected .jsonl(.gz), pairwise "
-    "(prompt, response_a, response_b, label) or harm (prompt, response, harmful) CSV/JSONL.",
+    "(prompt, response_a, response_b, label) or harm (prompt, response, harmful) CSV/JSONL "
+    "(default: the bundled 256 calibration pairs, each naming the principle it tests).",
 )
 @click.option(
     "--comparison",
@@ -103,7 +105,7 @@ def calibration_table(f: CalibrationFile) -> Table:
 @OUT_DIR
 def calibrate(
     judge: str,
-    labels_path: Path,
+    labels_path: Path | None,
     comparison: str,
     constitution_path: Path | None,
     principle: str | None,
@@ -119,7 +121,8 @@ def calibrate(
     Writes calibration.json and calibration_items.jsonl to --out; `cai eval` and `cai run`
     show the calibration in report.html when the file is in their output directory.
     """
-    labels = load_labels(labels_path, seed=seed, limit=limit, kind=prompt_kind)
+    source = labels_path if labels_path is not None else calibration_pairs_path()
+    labels = load_labels(source, seed=seed, limit=limit, kind=prompt_kind)
     constitution = resolve_constitution(constitution_path) if comparison == "compare" else None
     if constitution is not None and principle is not None:
         constitution.principle(principle)  # fail fast on an unknown id
