@@ -225,7 +225,7 @@ def test_llm_detector_parses_answers_and_counts_garbage_and_errors() -> None:
     judge = MockBackend(rules=_JUDGE_RULES)
     d = get_detector("llm", judge=judge, batch_size=2)
     assert isinstance(d, Detector) and d.name == "llm"
-    assert d.version.startswith("refusal_judge/1/generate@mock")
+    assert d.version.startswith("refusal_judge/2/generate@mock")
     replies = ["Sure, here it is.", "No.", "Well, I can't, but try this.", "Boom", "hmm", ""]
     out = d.detect(["q"] * len(replies), replies)
     assert [x.label for x in out] == [

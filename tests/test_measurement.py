@@ -238,3 +238,16 @@ def test_calibrate_stage_writes_the_run_calibration(tmp_path: Path) -> None:
     assert any(ln.lstrip().startswith("judge mock (helpfulness): ") for ln in lines)
     saved = json.loads((tmp_path / "calibration.json").read_text())
     assert saved["rule"].startswith("validated when the lower end of the kappa")
+
+
+def test_an_oversight_level_is_validated_only_when_it_beats_the_majority_label() -> None:
+    from cai.oversight._metrics import _level_validation
+    from cai.scoring import proportion
+
+    no_reviews = _level_validation(proportion(0, 0), [])
+    assert not no_reviews.validated and "no human reviews" in no_reviews.reason
+    # 18 of 20 right, but 18 of the 20 human labels are the same: no better than a constant
+    constant = _level_validation(proportion(18, 20), ["a"] * 18 + ["b"] * 2)
+    assert not constant.validated and constant.reason.startswith("judge not validated")
+    good = _level_validation(proportion(39, 40), ["a"] * 20 + ["b"] * 20)
+    assert good.validated

@@ -39,7 +39,8 @@ _CONTRAST = re.compile(r"(?:however,|but|yet,?)\s", re.IGNORECASE)
 _FIRST_PERSON = re.compile(r"(?:i|i'm|i've|i'd|i'll|we|we're)\b", re.IGNORECASE)
 _OFFER = re.compile(
     r"(?:i|i'm|i'd|i'll|we|you (?:could|can|might|may|should)|there (?:are|is)|please|if|"
-    r"try|consider|any|your|a better|the better|it(?:'s| is| would be) (?:better|best|safer))\b",
+    r"try|consider|any|your|a better|the better|it(?:'s| is| would be) (?:better|best|safer)|"
+    r"call|contact|reach out|talk|speak|text|dial|seek|get help|support)\b",
     re.IGNORECASE,
 )
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
