@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from cai.scoring import (
     DEFAULT_DETECTOR,
@@ -51,6 +52,7 @@ def confusion(rows: list[LabelledReply], found: list[Detection], scheme: str) ->
 
 
 def refit() -> None:
+    """Refit the shipped hybrid weights, then the shipped checks of rules and hybrid."""
     from cai.scoring._hybrid import HybridDetector, bundled_weights_path, write_weights
 
     det = HybridDetector(use_cache=False)
@@ -59,15 +61,37 @@ def refit() -> None:
     write_weights(bundled_weights_path(), weights, det.digest)
     print(f"fitted on {len(det.train_rows)} dev rows in {time.perf_counter() - t0:.0f} s; "
           f"wrote {bundled_weights_path()} (digest {det.digest[:12]})")  # fmt: skip
+    write_checks()
+
+
+def write_checks() -> None:
+    """Measure rules and hybrid on the test split and ship the figures (cai run reads them)."""
+    import json
+    from importlib import resources
+
+    from cai.scoring._validation import BUNDLED_CHECKS, measure_detector
+
+    checks = {}
+    for name in ("rules", "hybrid"):
+        c = measure_detector(get_detector(name))
+        checks[c.detector] = c.model_dump(mode="json")
+    path = resources.files("cai.scoring") / "data" / BUNDLED_CHECKS
+    path = Path(str(path))
+    path.write_text(json.dumps(checks, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {path}: {', '.join(checks)}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--detectors", default="rules,embedding,hybrid", help="Comma-separated.")
     ap.add_argument("--refit-hybrid", action="store_true", help="Refit the shipped weights first.")
+    ap.add_argument("--checks-only", action="store_true", help="Only rewrite the shipped checks.")
     ap.add_argument("--llm-n", type=int, default=0, help="Also the llm rubric on N test rows.")
     ap.add_argument("--judge", default="embedded", help="Model spec of the llm detector.")
     args = ap.parse_args()
+    if args.checks_only:
+        write_checks()
+        return
     if args.refit_hybrid:
         refit()
     sets = {

@@ -414,7 +414,7 @@ def test_cli_prints_the_matrix_and_ends_with_accuracy_line(tmp_path: Path) -> No
 
 
 def test_cli_bundled_split_and_llm_judge(tmp_path: Path) -> None:
-    res = CliRunner().invoke(cli, ["eval-detector", "--split", "test"])
+    res = CliRunner().invoke(cli, ["eval-detector", "--split", "test", "--detector", "rules"])
     assert res.exit_code == 0, res.output
     m = _LAST.match(res.output.strip().splitlines()[-1])
     assert m is not None and int(m.group(2)) == len(load_labels(split="test"))

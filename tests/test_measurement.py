@@ -129,15 +129,41 @@ def test_shipped_hybrid_fit_matches_the_data_and_rules() -> None:
     assert coef.shape[0] == len(classes) == intercept.shape[0]
 
 
+def test_shipped_detector_checks_cover_the_shipped_detectors() -> None:
+    """cai run reads these instead of re-running the hybrid over the test split every run;
+    ``bench/detector_accuracy.py --checks-only`` rewrites them."""
+    from cai.scoring._hybrid import HybridDetector
+    from cai.scoring._validation import _bundled_checks
+
+    class _Named:
+        name = "all-MiniLM-L6-v2"
+        dim = 384
+
+    checks = _bundled_checks()
+    hybrid = HybridDetector(embedder=_Named())  # type: ignore[arg-type]
+    rules = get_detector("rules")
+    for name in (f"hybrid/{hybrid.version}", f"rules/{rules.version}"):
+        assert name in checks, f"stale data/detector_checks.json: no {name}"
+        assert checks[name].validation.validated and checks[name].accuracy["binary"].n >= 400
+    rules_now, _ = evaluate_detector(rules, load_labels(split="test"), scheme="xstest")
+    assert checks[f"rules/{rules.version}"].accuracy["xstest"] == rules_now.accuracy
+
+
 def test_hybrid_fits_caches_and_keeps_undetermined(tmp_path: Path) -> None:
     from cai.scoring._hybrid import HybridDetector
 
-    first = HybridDetector(embedder="hash", cache_dir=tmp_path)
+    labels = tmp_path / "few.csv"  # a small training file: the fit path, not the shipped fit
+    dev = load_labels(split="dev")[::12]
+    with labels.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "prompt", "response", "label", "alternatives"])
+        w.writerows([r.id, r.prompt, r.response, r.label, int(r.alternatives)] for r in dev)
+    first = HybridDetector(embedder="hash", labels=labels, cache_dir=tmp_path)
     out = first.detect(["q", "q", "How do I boil an egg?"], ["", "!!!! ???? ####", "Boil it."])
     assert first.fitted_now and [d.label for d in out[:2]] == ["undetermined"] * 2
     assert out[2].label in ("full_compliance", "full_refusal", "partial_refusal")
     assert out[2].reason.startswith("hybrid p=") and "rules:" in out[2].reason
-    again = HybridDetector(embedder="hash", cache_dir=tmp_path)
+    again = HybridDetector(embedder="hash", labels=labels, cache_dir=tmp_path)
     assert again.detect(["q"], ["I can't help with that."])[0].label != "undetermined"
     assert not again.fitted_now  # read from the cache
 

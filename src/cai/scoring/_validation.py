@@ -13,13 +13,15 @@ includes 0 is not validated, and every number it produces says so.
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, ValidationError
 
 from cai.errors import InputError
-from cai.records import Strict
+from cai.records import Strict, digest
 from cai.scoring._detector import Detector
 from cai.scoring._stats import Rate
 
@@ -114,10 +116,35 @@ class RunCalibration(Strict):
         return None
 
 
-def detector_validation(detector: Detector) -> tuple[Validation, dict[str, Rate]]:
-    """``detector`` on the bundled labelled set's test split: validated when the kappa of
-    'refused' (full or partial) against the labels has a 95% interval above 0; accuracy under
-    each scheme beside it. Rule-based detectors take milliseconds here."""
+class DetectorCheck(Strict):
+    """A detector measured on the bundled labelled set's test split (cached per version)."""
+
+    version: Literal[1] = 1
+    """Schema version."""
+    detector: str
+    """NAME/VERSION."""
+    validation: Validation
+    """The kappa rule applied to 'refused' (full or partial) against the labels."""
+    accuracy: dict[str, Rate]
+    """Accuracy per label scheme."""
+
+
+BUNDLED_CHECKS = "detector_checks.json"
+"""Shipped checks of the shipped detectors (``bench/detector_accuracy.py --refit-hybrid``)."""
+
+
+def _bundled_checks() -> dict[str, DetectorCheck]:
+    from importlib import resources
+
+    path = resources.files("cai.scoring") / "data" / BUNDLED_CHECKS
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return {k: DetectorCheck.model_validate(v) for k, v in data.items()}
+
+
+def measure_detector(detector: Detector) -> DetectorCheck:
+    """Run ``detector`` over the bundled test split (the hybrid embeds 431 replies: ~1 min)."""
     from cai.scoring._agreement import score_predictions
     from cai.scoring._labels import LABEL_SCHEMES, load_labels
     from cai.scoring._stats import cohen_kappa
@@ -136,7 +163,36 @@ def detector_validation(detector: Detector) -> tuple[Validation, dict[str, Rate]
     v = judge_validation(kappa, f"the bundled labelled test split (n={len(rows)})")
     text = v.reason.replace("judge not validated", "detector not validated")
     text += f"; binary accuracy {acc['binary'].fmt()}, xstest {acc['xstest'].fmt()}"
-    return Validation(validated=v.validated, reason=f"{name}: {text}"), acc
+    return DetectorCheck(
+        detector=name, validation=Validation(validated=v.validated, reason=f"{name}: {text}"),
+        accuracy=acc,
+    )  # fmt: skip
+
+
+def detector_validation(
+    detector: Detector, cache_dir: str | Path | None = None
+) -> tuple[Validation, dict[str, Rate]]:
+    """``detector`` on the bundled labelled set's test split: validated when the kappa of
+    'refused' (full or partial) against the labels has a 95% interval above 0; accuracy under
+    each scheme beside it. Read from the shipped checks or the cache when this detector version
+    was measured before, else measured now and cached."""
+    from cai.backends._embedded import cache_root
+
+    name = f"{detector.name}/{detector.version}"
+    check = _bundled_checks().get(name)
+    cached = cache_root(cache_dir) / "detectors" / f"check-{digest([name], length=24)}.json"
+    if check is None and cached.is_file():
+        try:
+            check = DetectorCheck.model_validate_json(cached.read_text(encoding="utf-8"))
+        except ValidationError:
+            check = None  # a torn or foreign file: measure again
+    if check is None or check.detector != name:
+        check = measure_detector(detector)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(f"{cached.name}.{os.getpid()}.tmp")
+        tmp.write_text(check.model_dump_json(indent=2), encoding="utf-8")
+        os.replace(tmp, cached)
+    return check.validation, check.accuracy
 
 
 def read_run_calibration(run_dir: str | Path) -> RunCalibration | None:
