@@ -37,6 +37,7 @@ from cai.scoring import (
     JudgeCheck,
     Rate,
     RunCalibration,
+    Validation,
     answer_request,
     cohen_kappa,
     compare_messages,
@@ -575,5 +576,11 @@ def judge_check(result: CalibrationResult, role: str, file: str) -> JudgeCheck:
         per_category={c: proportion(sum(v), len(v)) for c, v in sorted(per_cat.items())},
         unassessed=f.unassessed,
         seconds=round(sum(f.durations.values()), 2),
-        validation=judge_validation(f.kappa, where),
+        validation=_with_figures(judge_validation(f.kappa, where), f),
     )
+
+
+def _with_figures(v: Validation, f: CalibrationFile) -> Validation:
+    """The validation, its reason followed by the judge's accuracy and position bias."""
+    extra = f"; accuracy {f.accuracy.fmt()}; slot A wins {f.position_bias.fmt()} of orderings"
+    return Validation(validated=v.validated, reason=v.reason + extra)
