@@ -3,10 +3,19 @@
 Owns: the constitution file format (strict, versioned pydantic models), loading YAML with
 ``FILE:LINE: message`` errors, the bundled packs (``default`` first), which principles apply to a
 request (``Constitution.applicable``), deterministic principle sampling, the context/risk router
-and routed principle choice with tier priority.
+and routed principle choice with tier priority, and the bundled constitutional demonstrations
+(critiques and comparisons under single principles) that train evaluators.
 Must not know: models, backends, prompt templates or any workflow that uses the principles.
 """
 
+from cai.constitution._demonstrations import (
+    ComparisonDemonstration,
+    CritiqueDemonstration,
+    bundled_demonstrations_path,
+    demo_split,
+    load_comparison_demonstrations,
+    load_critique_demonstrations,
+)
 from cai.constitution._loader import (
     default_constitution_path,
     load_constitution,
@@ -37,7 +46,9 @@ __all__ = [
     "HELPFULNESS_TIER",
     "RISK_ORDER",
     "ClassifyFn",
+    "ComparisonDemonstration",
     "Constitution",
+    "CritiqueDemonstration",
     "Direction",
     "EmbedFn",
     "FewShotExample",
@@ -50,10 +61,14 @@ __all__ = [
     "Router",
     "RoutingSpec",
     "Stakeholder",
+    "bundled_demonstrations_path",
     "default_constitution_path",
     "default_routing",
+    "demo_split",
+    "load_comparison_demonstrations",
     "load_constitution",
     "load_constitution_text",
+    "load_critique_demonstrations",
     "load_default",
     "pack_names",
     "pack_path",
