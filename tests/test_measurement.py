@@ -277,3 +277,29 @@ def test_an_oversight_level_is_validated_only_when_it_beats_the_majority_label()
     assert not constant.validated and constant.reason.startswith("judge not validated")
     good = _level_validation(proportion(39, 40), ["a"] * 20 + ["b"] * 20)
     assert good.validated
+
+
+@pytest.mark.parametrize(
+    ("capability", "fast"),
+    [("AVX2", False), ("DEFAULT", False), ("AVX512", True), ("AVX512_BF16", True)],
+)
+def test_auto_dtype_is_float32_on_cpus_without_fast_bfloat16(
+    monkeypatch: pytest.MonkeyPatch, capability: str, fast: bool
+) -> None:
+    import torch
+
+    from cai.backends._hf import _resolve_dtype
+    from cai.train._common import cpu_unless_accelerated
+
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert _resolve_dtype(torch, "auto", "cpu") == (torch.bfloat16 if fast else torch.float32)
+    assert _resolve_dtype(torch, "bfloat16", "cpu") == torch.bfloat16  # asked for: kept
+
+    class _Args:
+        bf16 = True
+        use_cpu = False
+
+    args = _Args()
+    cpu_unless_accelerated(args)
+    assert args.use_cpu and args.bf16 is fast

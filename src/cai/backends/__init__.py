@@ -7,6 +7,7 @@ Must not know: constitutions, prompt templates, or any workflow.
 """
 
 from cai.backends._cached import CachedBackend
+from cai.backends._common import cpu_has_fast_bf16
 from cai.backends._embedded import embedded_model_dir
 from cai.backends._embeddings import (
     Embedder,
@@ -37,6 +38,7 @@ __all__ = [
     "RayBackend",
     "backend_names",
     "cosine_matrix",
+    "cpu_has_fast_bf16",
     "embedded_model_dir",
     "embedder_names",
     "get_embedder",

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from cai.backends._common import BUGS, CHATML_TEMPLATE
+from cai.backends._common import BUGS, CHATML_TEMPLATE, cpu_has_fast_bf16
 from cai.backends._embedded import EMBEDDED_NAME, embedded_model_dir
 from cai.backends._layout import Layout, pad_rows, reuse_plan
 from cai.errors import BackendError, InputError, missing
@@ -182,12 +182,14 @@ class HFBackend:
     """A transformers causal LM on one device, batch-first.
 
     ``cache_dir`` is the cai cache root for the embedded model's converted copy (default
-    ``$CAI_CACHE_DIR`` or ``~/.cache/cai``). ``dtype='auto'`` is bfloat16 (on CPU it generates
-    about twice as fast as float32 in batches). ``on_progress``, when set, is called with
-    ``last_stats`` after every batch. ``prefix_cache`` turns on shared-prefix reuse within a
-    batch and, up to ``kv_store_bytes`` of key/values, reuse across calls of rows an earlier
-    request computed (a revision chat that continues its critique chat skips the critique
-    chat's prefill); ``min_prefix_tokens`` is the shortest prefix worth either.
+    ``$CAI_CACHE_DIR`` or ``~/.cache/cai``). ``dtype='auto'`` is bfloat16 where the CPU has
+    AVX-512 kernels for it (there it generates about twice as fast as float32 in batches) and
+    float32 on CPUs without them (AVX2 only: bfloat16 is ~100x slower there). ``on_progress``,
+    when set, is called with ``last_stats`` after every batch. ``prefix_cache`` turns on
+    shared-prefix reuse within a batch and, up to ``kv_store_bytes`` of key/values, reuse across
+    calls of rows an earlier request computed (a revision chat that continues its critique chat
+    skips the critique chat's prefill); ``min_prefix_tokens`` is the shortest prefix worth
+    either.
     """
 
     def __init__(
@@ -723,8 +725,10 @@ class HFBackend:
 
 def _resolve_dtype(torch: Any, dtype: str, device: str) -> Any:
     if dtype == "auto":
-        if device.startswith("cuda") and not torch.cuda.is_bf16_supported():
-            return torch.float16
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device == "cpu" and not cpu_has_fast_bf16(torch):
+            return torch.float32
         return torch.bfloat16
     if dtype not in _DTYPES:
         raise InputError(f"unknown dtype {dtype!r}: use auto, {', '.join(_DTYPES)}")

@@ -33,7 +33,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from cai.backends import FALLBACK_CHAT_TEMPLATE as _FALLBACK_TEMPLATE
-from cai.backends import ModelSource, resolve_spec
+from cai.backends import ModelSource, cpu_has_fast_bf16, resolve_spec
 from cai.errors import InputError, missing
 from cai.records import Strict
 from cai.train._data import DataFile
@@ -116,8 +116,9 @@ def cpu_unless_accelerated(config: Any) -> None:
     """Set ``use_cpu`` on a machine without a GPU (call before TRL's ``__post_init__``).
 
     transformers refuses ``bf16`` without a GPU unless ``use_cpu`` is set, and bf16 autocast is
-    the faster choice on CPU too (about 1.5x for SmolLM2-135M), so TRL's default
-    (``bf16=True`` unless ``fp16``) is kept everywhere.
+    the faster choice on CPUs with AVX-512 (about 1.5x for SmolLM2-135M), so TRL's default
+    (``bf16=True`` unless ``fp16``) is kept there. On a CPU without fast bfloat16 kernels
+    (AVX2 only, where a bfloat16 product runs ~100x slower than float32) bf16 is turned off.
     """
     torch = _torch()
     xpu = getattr(torch, "xpu", None)
@@ -128,6 +129,8 @@ def cpu_unless_accelerated(config: Any) -> None:
     )
     if not accelerated:
         config.use_cpu = True
+        if getattr(config, "bf16", False) and not cpu_has_fast_bf16(torch):
+            config.bf16 = False
 
 
 def lora_config(config: LoraFields, task: Task) -> Any:
