@@ -114,7 +114,8 @@ def test_shipped_hybrid_fit_matches_the_data_and_rules() -> None:
     """Changing the labelled set, the rules or the features needs a refit:
     ``bench/detector_accuracy.py --refit-hybrid``."""
     from cai.backends import Embedder
-    from cai.scoring._hybrid import HybridDetector, _read, bundled_weights_path
+    from cai.scoring._embedding import read_weights as _read
+    from cai.scoring._hybrid import HybridDetector, bundled_weights_path
 
     class _Named:  # the digest needs only the embedder's name
         name = "all-MiniLM-L6-v2"

@@ -116,18 +116,10 @@ class EmbeddingDetector:
         return self._weights
 
     def _read_cache(self) -> tuple[np.ndarray, np.ndarray, list[RefusalLabel]] | None:
-        if not self.cache_path.is_file():
+        found = read_weights(self.cache_path, self.digest)
+        if found is None or not set(found[2]) <= set(_CLASSES):
             return None
-        try:
-            with np.load(self.cache_path, allow_pickle=False) as data:
-                coef, intercept = data["coef"], data["intercept"]
-                classes = [str(c) for c in data["classes"]]
-                digest = str(data["digest"])
-        except (OSError, KeyError, ValueError):
-            return None  # a torn or foreign file: refit and overwrite it
-        if digest != self.digest or not set(classes) <= set(_CLASSES):
-            return None
-        return coef, intercept, classes  # type: ignore[return-value]
+        return found  # type: ignore[return-value]
 
     def _fit(self) -> tuple[np.ndarray, np.ndarray, list[RefusalLabel]]:
         try:
@@ -156,11 +148,7 @@ class EmbeddingDetector:
         return coef, intercept, classes
 
     def _write_cache(self, coef: np.ndarray, intercept: np.ndarray, classes: Sequence[str]) -> None:
-        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.cache_path.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, coef=coef, intercept=intercept, classes=np.array(classes),
-                 digest=np.array(self.digest))  # fmt: skip
-        os.replace(tmp, self.cache_path)  # readers never see half a file
+        write_weights(self.cache_path, (coef, intercept, list(classes)), self.digest)
 
     def detect(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Detection]:
         if len(prompts) != len(responses):
@@ -173,10 +161,7 @@ class EmbeddingDetector:
             return out
         coef, intercept, classes = self._load_or_fit()
         x = features(self.embedder, [prompts[i] for i in live], [responses[i] for i in live])
-        logits = x.astype(np.float64) @ coef.T + intercept  # (n, classes)
-        logits -= logits.max(axis=1, keepdims=True)
-        probs = np.exp(logits)
-        probs /= probs.sum(axis=1, keepdims=True)
+        probs = softmax_rows(x.astype(np.float64) @ coef.T + intercept)  # (n, classes)
         for i, row in zip(live, probs, strict=True):
             k = int(row.argmax())
             out[i] = Detection(
@@ -185,3 +170,38 @@ class EmbeddingDetector:
                 reason=f"embedding classifier, p={row[k]:.2f}",
             )
         return out
+
+
+Weights = tuple[np.ndarray, np.ndarray, list[str]]
+"""A fitted linear classifier: coefficients, intercepts, class names."""
+
+
+def read_weights(path: Path, digest: str) -> Weights | None:
+    """Fitted weights from ``path`` when they were fitted on ``digest``; None when missing,
+    torn, foreign or stale (the caller refits)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if str(data["digest"]) != digest:
+                return None
+            return data["coef"], data["intercept"], [str(c) for c in data["classes"]]
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def write_weights(path: Path, weights: Weights, digest: str) -> None:
+    """Write fitted weights atomically (readers never see half a file)."""
+    coef, intercept, classes = weights
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, coef=coef, intercept=intercept, classes=np.array(classes),
+             digest=np.array(digest))  # fmt: skip
+    os.replace(tmp, path)
+
+
+def softmax_rows(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of class logits."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return np.asarray(e / e.sum(axis=1, keepdims=True))

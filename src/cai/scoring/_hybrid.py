@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import warnings
 from collections.abc import Sequence
 from importlib import resources
@@ -32,6 +31,7 @@ from cai.backends._embedded import cache_root
 from cai.errors import InputError, missing
 from cai.scoring._detector import Detection, RefusalLabel
 from cai.scoring._embedding import FEATURES as EMBEDDING_FEATURES
+from cai.scoring._embedding import Weights, read_weights, softmax_rows, write_weights
 from cai.scoring._embedding import features as embedding_features
 from cai.scoring._labels import LabelledReply, load_labels
 from cai.scoring._rules import RuleDetector
@@ -98,9 +98,6 @@ def bundled_weights_path() -> Path:
     return Path(str(resources.files("cai.scoring") / "data" / BUNDLED_WEIGHTS))
 
 
-Weights = tuple[np.ndarray, np.ndarray, list[str]]
-
-
 class HybridDetector:
     """Rules plus embeddings, weighed by logistic regression fitted on the bundled dev split.
 
@@ -137,9 +134,9 @@ class HybridDetector:
     def weights(self) -> Weights:
         """The fitted classifier: bundled, cached or fitted now (in that order)."""
         if self._weights is None:
-            found = _read(bundled_weights_path(), self.digest)
+            found = read_weights(bundled_weights_path(), self.digest)
             if found is None and self.use_cache:
-                found = _read(self.cache_path, self.digest)
+                found = read_weights(self.cache_path, self.digest)
             if found is None:
                 found = self.fit()
                 if self.use_cache:
@@ -154,7 +151,8 @@ class HybridDetector:
         except ImportError as exc:
             raise missing("scikit-learn", "embeddings") from exc
         rows = self.train_rows
-        x = self._features([r.prompt for r in rows], [r.response for r in rows])[0]
+        prompts, responses = [r.prompt for r in rows], [r.response for r in rows]
+        x = self._features(prompts, responses, self.rules.detect(prompts, responses))
         y = np.array([_target(r) for r in rows])
         model: Any = LogisticRegressionCV(
             Cs=list(_CS), cv=3, max_iter=5000, scoring="accuracy", random_state=0
@@ -168,11 +166,11 @@ class HybridDetector:
         return coef, np.asarray(model.intercept_, dtype=np.float64), classes
 
     def _features(
-        self, prompts: Sequence[str], responses: Sequence[str]
-    ) -> tuple[np.ndarray, list[Detection]]:
-        found = self.rules.detect(prompts, responses)
+        self, prompts: Sequence[str], responses: Sequence[str], ruled: Sequence[Detection]
+    ) -> np.ndarray:
+        """Embedding features beside the rule verdicts already computed for these replies."""
         x = embedding_features(self.embedder, prompts, responses)
-        return np.hstack([x, rule_features(found)]).astype(np.float64), found
+        return np.hstack([x, rule_features(ruled)]).astype(np.float64)
 
     def detect(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Detection]:
         if len(prompts) != len(responses):
@@ -183,11 +181,9 @@ class HybridDetector:
         if not live:
             return out
         coef, intercept, classes = self.weights()
-        x, found = self._features([prompts[i] for i in live], [responses[i] for i in live])
-        logits = x @ coef.T + intercept
-        logits -= logits.max(axis=1, keepdims=True)
-        probs = np.exp(logits)
-        probs /= probs.sum(axis=1, keepdims=True)
+        found = [ruled[i] for i in live]  # the rules run once per reply
+        x = self._features([prompts[i] for i in live], [responses[i] for i in live], found)
+        probs = softmax_rows(x @ coef.T + intercept)
         for i, rule, row in zip(live, found, probs, strict=True):
             k = int(row.argmax())
             label, alt = classes[k].removesuffix(_ALT), classes[k].endswith(_ALT)
@@ -199,25 +195,3 @@ class HybridDetector:
                 alternatives=alt,
             )
         return out
-
-
-def _read(path: Path, digest: str) -> Weights | None:
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if str(data["digest"]) != digest:
-                return None
-            return data["coef"], data["intercept"], [str(c) for c in data["classes"]]
-    except (OSError, KeyError, ValueError):
-        return None  # a torn or foreign file: refit
-
-
-def write_weights(path: Path, weights: Weights, digest: str) -> None:
-    """Write fitted weights atomically (readers never see half a file)."""
-    coef, intercept, classes = weights
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, coef=coef, intercept=intercept, classes=np.array(classes),
-             digest=np.array(digest))  # fmt: skip
-    os.replace(tmp, path)
