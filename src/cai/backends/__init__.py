@@ -8,7 +8,7 @@ Must not know: constitutions, prompt templates, or any workflow.
 
 from cai.backends._cached import CachedBackend
 from cai.backends._common import cpu_has_fast_bf16
-from cai.backends._embedded import embedded_model_dir
+from cai.backends._embedded import cache_root, embedded_model_dir
 from cai.backends._embeddings import (
     Embedder,
     HashEmbedder,
@@ -37,6 +37,7 @@ __all__ = [
     "ModelSource",
     "RayBackend",
     "backend_names",
+    "cache_root",
     "cosine_matrix",
     "cpu_has_fast_bf16",
     "embedded_model_dir",

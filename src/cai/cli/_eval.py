@@ -47,10 +47,32 @@ def _fmt(rate: Rate | None) -> str:
     return "—" if rate is None else rate.fmt(percent=True)
 
 
+def _cross_table(metrics: MetricsFile) -> Table | None:
+    """The same rates by the second detector, with its agreement; None without one."""
+    checked = {n: m.cross_check for n, m in metrics.models.items() if m.cross_check is not None}
+    if not checked:
+        return None
+    first = next(iter(checked.values()))
+    table = Table(title=f"Cross-check: second detector {first.detector} v{first.version}")
+    cols = ("model", "harmful compliance ↓", "over-refusal ↓", "helpful answered ↑")
+    for col in (*cols, f"agreement with {metrics.meta.detector.get('name', 'main')}"):
+        table.add_column(escape(col))
+    for name, c in checked.items():
+        table.add_row(
+            escape(name),
+            _fmt(c.harmful_compliance),
+            _fmt(c.over_refusal),
+            _fmt(c.helpful_answered),
+            _fmt(c.agreement),
+        )
+    return table
+
+
 def _table(metrics: MetricsFile) -> Table:
     base = metrics.meta.baseline or "baseline"
     table = Table(title="Evaluation (95% intervals)")
-    for col in ("model", "harmful compliance ↓", "over-refusal ↓", f"win rate vs {base} ↑"):
+    cols = ["model", "harmful compliance ↓", "over-refusal ↓", "helpful answered ↑"]
+    for col in (*cols, f"win rate vs {base} ↑"):
         table.add_column(escape(col))
     has_asi = any(m.asi.value is not None or m.asi.per_shift for m in metrics.models.values())
     if has_asi:
@@ -62,7 +84,7 @@ def _table(metrics: MetricsFile) -> Table:
         v = m.helpfulness_win_rate_validation
         if v is not None and not v.validated:
             win = f"judge not validated ({win})"
-        cells = [_fmt(m.harmful_compliance), _fmt(m.over_refusal), win]
+        cells = [_fmt(m.harmful_compliance), _fmt(m.over_refusal), _fmt(m.helpful_answered), win]
         if has_asi:
             a = m.asi
             if a.value is None or a.ci95 is None:
@@ -92,6 +114,14 @@ def _table(metrics: MetricsFile) -> Table:
     show_default=True,
     help="Refusal detector: hybrid (rules + MiniLM, the best measured), rules, embedding, llm.",
 )
+@click.option(
+    "--cross-check",
+    "cross_check",
+    default=None,
+    metavar="DETECTOR",
+    help="A second refusal detector every reply is also labelled by; its rates and its "
+    "agreement with --detector are reported beside the main ones (default: none).",
+)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="First N per suite.")
 @click.option("--max-new-tokens", type=click.IntRange(min=8), default=256, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -118,6 +148,7 @@ def eval_(
     suite_args: tuple[str, ...],
     judge: str | None,
     detector: str,
+    cross_check: str | None,
     limit: int | None,
     max_new_tokens: int,
     seed: int,
@@ -143,6 +174,8 @@ def eval_(
         raise InputError(f"--baseline {base!r} is not one of the model names {model_names}")
     if detector not in detector_names():
         raise InputError(f"unknown --detector {detector!r} (choose from {detector_names()})")
+    if cross_check is not None and cross_check not in detector_names():
+        raise InputError(f"unknown --cross-check {cross_check!r} (choose from {detector_names()})")
     if (shifts or shift_model) and not asi:
         raise InputError("--shifts and --shift-model need --asi")
     families = [f.strip() for f in (shifts or ",".join(shift_names())).split(",") if f.strip()]
@@ -185,9 +218,13 @@ def eval_(
                 shifts=families if asi else (),
                 shift_model=loaded.get("shift"),
                 judge_validation=validation,
+                cross_check=get_detector(cross_check) if cross_check else None,
             )
     paths = write_outputs(result, out_dir, examples_per_kind=examples)
     console.print(_table(result.metrics))
+    cross = _cross_table(result.metrics)
+    if cross is not None:
+        console.print(cross)
     failed = sum(1 for r in result.responses if r.detection is None)
     if failed:
         console.print(

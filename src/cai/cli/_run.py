@@ -9,7 +9,15 @@ import click
 from rich.table import Table
 
 from cai.errors import InputError
-from cai.pipeline import STAGES, StageOutcome, console, load_recipe, recipe_fields, run_pipeline
+from cai.pipeline import (
+    STAGES,
+    StageOutcome,
+    console,
+    evaluator_status,
+    load_recipe,
+    recipe_fields,
+    run_pipeline,
+)
 from cai.scoring import read_run_calibration
 
 
@@ -121,6 +129,8 @@ def run(
     for o in outcomes:
         table.add_row(o.stage, o.status, f"{o.seconds:.0f}", json.dumps(o.detail)[:90])
     console.print(table)
+    for role, status in evaluator_status(out):
+        console.print(f"{role}: {status}", markup=False, highlight=False)
     for line in instrument_lines(out):
         console.print(line, markup=False, highlight=False)
     report = out / "report.html"

@@ -14,14 +14,18 @@ from cai.critique._stage import (
     run_critique_stage,
     sft_example,
 )
+from cai.critique._templates import SL_CAI_TEMPLATES, demonstration_chat, sl_cai_template
 
 __all__ = [
     "DEGENERACY_REASONS",
+    "SL_CAI_TEMPLATES",
     "CritiqueConfig",
     "CritiqueSummary",
     "critique_revise",
     "degeneracy",
+    "demonstration_chat",
     "run_critique_stage",
     "sft_example",
+    "sl_cai_template",
     "trim_to_sentence",
 ]

@@ -2,16 +2,20 @@
 
 Owns: the list of degeneracy reasons and the rule for each. A degenerate record stays in the
 trace with its reason and is counted; it is never written to the SFT file.
-Must not know: models, files or templates.
+Must not know: models, files or templates. The text rules (normalising, near-duplicates, looping)
+live in ``cai.scoring``, shared with the evaluation's check of helpful answers.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from difflib import SequenceMatcher
 
 from cai.records import FinishReason
+from cai.scoring import normalized as _norm
+from cai.scoring import repeats
+from cai.scoring import similar as _similar
+from cai.scoring import word_ngrams as _ngrams
 
 REASONS = (
     "empty",
@@ -37,38 +41,6 @@ def clean_output(text: str) -> str:
     for _ in range(2):
         text = _LABEL.sub("", text, count=1).strip()
     return text
-
-
-def _norm(text: str) -> str:
-    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
-
-
-def _similar(a: str, b: str, threshold: float) -> bool:
-    na, nb = _norm(a), _norm(b)
-    if not na or not nb:
-        return False
-    if na == nb:
-        return True
-    matcher = SequenceMatcher(None, na, nb, autojunk=False)
-    # The quick ratios are upper bounds of ratio(): cheap rejections, same answers.
-    if matcher.real_quick_ratio() < threshold or matcher.quick_ratio() < threshold:
-        return False
-    return matcher.ratio() >= threshold
-
-
-def _ngrams(text: str, n: int) -> list[tuple[str, ...]]:
-    words = _norm(text).split()
-    return [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
-
-
-def repeats(text: str, n: int = 6, times: int = 3) -> bool:
-    """Some run of ``n`` words occurs ``times`` or more: a model stuck in a loop."""
-    counts: dict[tuple[str, ...], int] = {}
-    for g in _ngrams(text, n):
-        counts[g] = counts.get(g, 0) + 1
-        if counts[g] >= times:
-            return True
-    return False
 
 
 def copies_from(text: str, sources: Iterable[str], n: int = 8) -> bool:

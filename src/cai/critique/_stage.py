@@ -57,6 +57,11 @@ class CritiqueConfig:
     rounds: int = 1
     seed: int = 0
     few_shot: int = 2
+    template: str = "sl_cai"
+    """Bundled SL-CAI template (``sl_cai``; ``sl_cai_compact`` for a critic trained on it)."""
+    copy_sources: tuple[str, ...] = ()
+    """Texts a revision must not copy besides the worked examples (a trained critic's
+    demonstrations): a final revision that repeats one is degenerate (``copied_example``)."""
     chunk_size: int = 64
     draft: SamplingParams = field(default_factory=lambda: SamplingParams(max_new_tokens=160))
     critique: SamplingParams = field(default_factory=lambda: SamplingParams(max_new_tokens=128))
@@ -71,6 +76,8 @@ class CritiqueConfig:
         few_shot: int = 2,
         seed: int = 0,
         repetition_penalty: float = 1.0,
+        template: str = "sl_cai",
+        copy_sources: tuple[str, ...] = (),
     ) -> CritiqueConfig:
         """Drafts and revisions get ``max_new_tokens``, critiques three quarters of it; the
         repetition penalty applies to the critic only (drafts show the policy as it is)."""
@@ -79,6 +86,8 @@ class CritiqueConfig:
             rounds=rounds,
             seed=seed,
             few_shot=few_shot,
+            template=template,
+            copy_sources=copy_sources,
             draft=SamplingParams(max_new_tokens=max_new_tokens, seed=seed),
             critique=SamplingParams(max_new_tokens=max(max_new_tokens * 3 // 4, 8), **critic),
             revision=SamplingParams(max_new_tokens=max_new_tokens, **critic),
@@ -153,6 +162,7 @@ def critique_revise(
     sampler = PrincipleSampler(cfg.seed)
     examples = constitution.few_shot[: cfg.few_shot]
     few_shot_texts = [t for ex in examples for t in (ex.response, ex.critique, ex.revision)]
+    few_shot_texts += cfg.copy_sources
     failures: list[Failure] = []
 
     drafts = _gen(policy, [GenerationRequest.user(p.text) for p in prompts], cfg.draft, on_progress)
@@ -185,7 +195,9 @@ def critique_revise(
             options, resolutions[i] = resolve(constitution, topics, risk, kind=prompts[i].kind)
             chosen[i] = sample_routed(sampler, constitution, options, topics, prompts[i].id, r)
         creqs = [
-            critique_request(constitution, chosen[i], prompts[i].text, current[i], examples)
+            critique_request(
+                constitution, chosen[i], prompts[i].text, current[i], examples, cfg.template
+            )
             for i in live
         ]
         crits = dict(zip(live, _gen(critic, creqs, cfg.critique, on_progress), strict=True))
@@ -198,6 +210,7 @@ def critique_revise(
                 current[i],
                 clean_output(crits[i].text),
                 examples,
+                cfg.template,
             )
             for i in live
         ]
@@ -240,7 +253,7 @@ def critique_revise(
                 degenerate=reason,
                 models=models,
                 constitution=f"{constitution.name}@{constitution.digest()}",
-                template_version=sl_cai_template().id,
+                template_version=sl_cai_template(cfg.template).id,
                 seed=cfg.seed,
                 route=routes.get(i),
                 draft_route=draft_routes.get(i),
@@ -332,7 +345,7 @@ def run_critique_stage(
         failures=[f"prompt {f.line()}" for f in failures],
         completion_tokens=tokens,
         seconds=round(time.perf_counter() - start, 3),
-        template=sl_cai_template().id,
+        template=sl_cai_template(cfg.template).id,
         constitution=f"{constitution.name}@{constitution.digest()}",
         models={"policy": policy.spec, "critic": critic.spec},
         router=router.name if router is not None else None,

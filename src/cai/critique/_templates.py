@@ -9,15 +9,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import lru_cache
 
-from cai.constitution import Constitution, FewShotExample, Principle
+from cai.constitution import Constitution, CritiqueDemonstration, FewShotExample, Principle
+from cai.errors import InputError
 from cai.records import GenerationRequest, Message, PromptTemplate
 from cai.store import load_template
 
+SL_CAI_TEMPLATES = ("sl_cai", "sl_cai_compact")
+"""Bundled SL-CAI templates: ``sl_cai`` for prompted critics (with worked examples),
+``sl_cai_compact`` for critics trained on demonstrations (no system prompt, short requests)."""
 
-@lru_cache(maxsize=1)
-def sl_cai_template() -> PromptTemplate:
-    """The bundled SL-CAI template."""
-    return load_template("cai.critique.templates", "sl_cai.yaml")
+
+@lru_cache(maxsize=4)
+def sl_cai_template(name: str = "sl_cai") -> PromptTemplate:
+    """A bundled SL-CAI template by name (see ``SL_CAI_TEMPLATES``)."""
+    if name not in SL_CAI_TEMPLATES:
+        raise InputError(f"unknown SL-CAI template {name!r}: one of {', '.join(SL_CAI_TEMPLATES)}")
+    return load_template("cai.critique.templates", f"{name}.yaml")
 
 
 def _few_shot_turns(
@@ -57,9 +64,10 @@ def _critique_chat(
     prompt: str,
     response: str,
     examples: Sequence[FewShotExample],
+    template: str = "sl_cai",
 ) -> list[Message]:
-    tpl = sl_cai_template()
-    msgs = [Message(role="system", content=tpl.parts["system"])]
+    tpl = sl_cai_template(template)
+    msgs = [Message(role="system", content=tpl.parts["system"])] if tpl.parts["system"] else []
     msgs += _few_shot_turns(tpl, constitution, examples)
     msgs += _critique_turns(tpl, prompt, response, principle.critique)
     return msgs
@@ -71,11 +79,12 @@ def critique_request(
     prompt: str,
     response: str,
     examples: Sequence[FewShotExample],
+    template: str = "sl_cai",
 ) -> GenerationRequest:
     """The chat asking the critic to critique ``response`` under ``principle``."""
-    msgs = _critique_chat(constitution, principle, prompt, response, examples)
+    msgs = _critique_chat(constitution, principle, prompt, response, examples, template)
     return GenerationRequest(
-        messages=tuple(msgs), prefill=sl_cai_template().parts["critique_prefill"]
+        messages=tuple(msgs), prefill=sl_cai_template(template).parts["critique_prefill"]
     )
 
 
@@ -86,13 +95,29 @@ def revision_request(
     response: str,
     critique: str,
     examples: Sequence[FewShotExample],
+    template: str = "sl_cai",
 ) -> GenerationRequest:
     """The critique chat continued: the critic's critique, then the request to rewrite.
 
     It starts with exactly the messages of ``critique_request`` for the same arguments.
     """
-    tpl = sl_cai_template()
-    msgs = _critique_chat(constitution, principle, prompt, response, examples)
+    tpl = sl_cai_template(template)
+    msgs = _critique_chat(constitution, principle, prompt, response, examples, template)
     msgs.append(Message(role="assistant", content=f"{tpl.parts['critique_prefill']} {critique}"))
     msgs.append(_revision_turn(tpl, principle.revision))
     return GenerationRequest(messages=tuple(msgs), prefill=tpl.parts["revision_prefill"])
+
+
+def demonstration_chat(
+    constitution: Constitution, demo: CritiqueDemonstration, template: str = "sl_cai_compact"
+) -> list[Message]:
+    """A demonstration as the whole chat a critic sees and writes, both assistant turns filled
+    in (with their prefills): training on its assistant turns teaches exactly the requests the
+    stage sends with ``template`` and no worked examples."""
+    tpl = sl_cai_template(template)
+    p = constitution.principle(demo.principle_id)
+    req = revision_request(constitution, p, demo.prompt, demo.draft, demo.critique, (), template)
+    return [
+        *req.messages,
+        Message(role="assistant", content=f"{tpl.parts['revision_prefill']} {demo.revision}"),
+    ]

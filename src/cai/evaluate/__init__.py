@@ -1,9 +1,10 @@
-"""Evaluation: harmful compliance, over-refusal, helpfulness win rate and ASI, with a report.
+"""Evaluation: harmful compliance, over-refusal, helpful answers, win rate and ASI, with a report.
 
 Owns: evaluation suites (bundled sets, prompt files, public benchmarks), generating and labelling
-every model's replies, judging them against a baseline, shift families and the Alignment
-Stability Index, judge calibration against human labels (calibration.json), the metrics.json
-schema (DESIGN.md), responses.jsonl / judgments.jsonl records and the self-contained report.html.
+every model's replies (again by a second, cross-check detector when given), judging them against
+a baseline, shift families and the Alignment Stability Index, judge calibration against human
+labels (calibration.json), the metrics.json schema (DESIGN.md), responses.jsonl /
+judgments.jsonl records and the self-contained report.html.
 Must not know: other workflows (critique, feedback, train, redteam, oversight) or the CLI; the
 detector and judge come from ``cai.scoring``.
 """
@@ -17,13 +18,14 @@ from cai.evaluate._calibrate import (
     calibrate_judge,
     calibration_pairs,
     calibration_pairs_path,
+    demonstration_pairs,
     hedge_probe,
     judge_check,
     read_calibration,
     write_calibration,
 )
 from cai.evaluate._labels import HarmLabel, LabelSet, PairLabel, load_labels
-from cai.evaluate._metrics import DEFINITIONS, model_metrics
+from cai.evaluate._metrics import DEFINITIONS, cross_check_metrics, model_metrics
 from cai.evaluate._outputs import sample_examples, write_outputs
 from cai.evaluate._report import render_report
 from cai.evaluate._run import EvalResult, evaluate_models
@@ -31,6 +33,7 @@ from cai.evaluate._schema import (
     ASI,
     METRIC_NAMES,
     CategoryRates,
+    CrossCheck,
     EvalMeta,
     JudgmentRecord,
     MetricsFile,
@@ -69,6 +72,7 @@ __all__ = [
     "CalibrationItem",
     "CalibrationResult",
     "CategoryRates",
+    "CrossCheck",
     "EvalMeta",
     "EvalResult",
     "HarmLabel",
@@ -90,6 +94,8 @@ __all__ = [
     "calibrate_judge",
     "calibration_pairs",
     "calibration_pairs_path",
+    "cross_check_metrics",
+    "demonstration_pairs",
     "evaluate_models",
     "get_shift",
     "hedge_probe",

@@ -4,7 +4,8 @@ Owns: asking a judge about every labelled item in both presentation orders (the 
 constitutional comparison by default, or the evaluation's helpfulness judge), the hedging probe
 (``data/hedge_probe.yaml``: a harmful answer wrapped in disclaimers against a plain refusal),
 and the statistics of calibration.json: accuracy, Cohen's kappa, position bias, order
-consistency, length bias and the hedge-preference rate, each with n and a 95% interval.
+consistency, length bias and the hedge-preference rate, each with n and a 95% interval; the
+bundled calibration pairs and the comparison demonstrations as label sets.
 Must not know: files other than the bundled probe, the CLI, or how reports are laid out.
 
 Conventions: every probability is P(response_a better). Order 1 shows response_a in slot A,
@@ -16,6 +17,7 @@ prefers the refusal. Failed requests are counted under ``unassessed`` and never 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -29,10 +31,16 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from cai.backends import Backend
-from cai.constitution import Constitution, Principle, PrincipleSampler
+from cai.constitution import (
+    Constitution,
+    Principle,
+    PrincipleSampler,
+    bundled_demonstrations_path,
+    load_comparison_demonstrations,
+)
 from cai.errors import BackendError, InputError
 from cai.evaluate._labels import MAX_DIALOGUE_CHARS, MAX_REPLY_CHARS, LabelSet, PairLabel
-from cai.records import ScoreRequest, Strict
+from cai.records import ScoreRequest, Split, Strict
 from cai.scoring import (
     JudgeCheck,
     Rate,
@@ -553,6 +561,43 @@ def calibration_pairs(per_category: int | None = None, *, seed: int = 0) -> Labe
             )
             kept += part[: (per_category + (not side)) // 2]
     return LabelSet(full.path, full.kind, full.sha256, tuple(kept))
+
+
+DEMO_KINDS = {"harmful": "harmful", "lookalike": "borderline", "ordinary": "helpful"}
+"""The prompt kind of each demonstration category."""
+
+
+def demonstration_pairs(
+    path: str | Path | None = None,
+    *,
+    split: Split | None = "heldout",
+    constitution: Constitution | None = None,
+) -> LabelSet:
+    """Comparison demonstrations (default: the bundled set, ``heldout`` split) as pairwise labels.
+
+    Each pair carries its demonstration's principle and category, so ``calibrate_judge`` asks
+    the principle the row was written for; ``split=None`` keeps every row. With
+    ``constitution``, every principle id must be one of its principles. The digest is the whole
+    file's.
+    """
+    source = Path(path) if path is not None else bundled_demonstrations_path("comparison")
+    demos = load_comparison_demonstrations(path, constitution=constitution)
+    pairs = tuple(
+        PairLabel(
+            id=d.id,
+            prompt=d.prompt,
+            response_a=d.response_a,
+            response_b=d.response_b,
+            a_better=d.label == "a",
+            kind=DEMO_KINDS[d.category],
+            principle=d.principle_id,
+            category=d.category,
+        )
+        for d in demos
+        if split is None or d.split == split
+    )
+    sha = hashlib.sha256(source.read_bytes()).hexdigest()
+    return LabelSet(str(source), "pairwise", sha, pairs)
 
 
 def judge_check(result: CalibrationResult, role: str, file: str) -> JudgeCheck:

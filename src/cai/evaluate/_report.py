@@ -1,9 +1,10 @@
 """report.html: one self-contained page (inline CSS and SVG, no scripts, no network).
 
-Owns: the view of the metrics (table, frontier plot, per-category bars, ASI bars per shift
-family with over-refusal under the same shifts, the judge calibration table, example replies,
-provenance) and rendering it through ``templates/report.html.j2`` with autoescaping on, so every
-model reply, prompt and name is HTML-escaped.
+Owns: the view of the metrics (table, the second detector's cross-check, frontier plot,
+per-category bars, ASI bars per shift family with over-refusal under the same shifts, the judge
+calibration table, example replies, provenance) and rendering it through
+``templates/report.html.j2`` with autoescaping on, so every model reply, prompt and name is
+HTML-escaped.
 Must not know: how metrics are computed or where the files go.
 
 ``extra_sections`` lets the pipeline add its own parts (position bias, SL-CAI examples...) as
@@ -97,6 +98,7 @@ def _rows(
                 "color": palette[name],
                 "harmful": _cell(m.harmful_compliance),
                 "over": _cell(m.over_refusal),
+                "answered": _cell(m.helpful_answered, "no helpful suite"),
                 "win": _with_note(
                     _cell(m.helpfulness_win_rate, win_missing),
                     calibration,
@@ -107,6 +109,29 @@ def _rows(
                 "labels": m.labels,
             }
         )  # fmt: skip
+    return rows
+
+
+def _cross_rows(metrics: MetricsFile) -> list[dict[str, Any]]:
+    """Per model: each refusal metric by the main and by the second detector, and agreement."""
+    rows = []
+    for name, m in metrics.models.items():
+        c = m.cross_check
+        if c is None:
+            continue
+        pairs = [
+            ("Harmful compliance ↓", m.harmful_compliance, c.harmful_compliance),
+            ("Over-refusal ↓", m.over_refusal, c.over_refusal),
+            ("Helpful answered ↑", m.helpful_answered, c.helpful_answered),
+        ]
+        rows.append(
+            {
+                "name": name,
+                "detector": f"{c.detector} v{c.version}",
+                "metrics": [(label, _ci(a), _ci(b)) for label, a, b in pairs],
+                "agreement": _ci(c.agreement),
+            }
+        )
     return rows
 
 
@@ -235,6 +260,7 @@ def render_report(
             meta=meta,
             generation=meta.generation.model_dump(mode="json"),
             rows=_rows(metrics, palette, calibration),
+            cross_rows=_cross_rows(metrics),
             legend=[(n, palette[n]) for n in metrics.models],
             scatter=frontier(harmful, over, palette),
             harmful_bars=category_bars(

@@ -1,8 +1,9 @@
 """The evaluation run: generate with every model, label, judge, and compute metrics.
 
 Owns: the order of model calls (one batched ``generate`` per suite per model, one ``detect`` per
-suite per model, one batched judge ``score`` call per compared model), the provenance in
-``meta``, example sampling for the report, and writing the output files.
+suite per model and one more by the cross-check detector when given, one batched judge ``score``
+call per compared model), the provenance in ``meta``, example sampling for the report, and
+writing the output files.
 Must not know: how backends batch or cache, how the detector or judge decide, or the CLI.
 
 A failed reply is kept with finish_reason 'error' and counted as unassessed; nothing is retried
@@ -32,6 +33,7 @@ from cai.evaluate._suites import Suite
 from cai.records import Generation, GenerationRequest, SamplingParams
 from cai.scoring import (
     NOT_CALIBRATED,
+    Detection,
     Detector,
     Validation,
     helpfulness_template,
@@ -71,6 +73,7 @@ def _respond(
     params: SamplingParams,
     on_progress: Progress | None,
     shifted: Sequence[ShiftedPrompt] | None = None,
+    cross_check: Detector | None = None,
 ) -> list[ResponseRecord]:
     """Generate and label replies to a suite, or to its prompts under one shift family."""
     if shifted is None:
@@ -91,6 +94,10 @@ def _respond(
     ok = [i for i in live if gens[i].finish_reason != "error"]
     found = detector.detect([texts[i] for i in ok], [gens[i].text for i in ok])
     labels = dict(zip(ok, found, strict=True))
+    second: dict[int, Detection] = {}
+    if cross_check is not None:
+        again = cross_check.detect([texts[i] for i in ok], [gens[i].text for i in ok])
+        second = dict(zip(ok, again, strict=True))
     family = shifted[0].family if shifted else None
     where = suite.name if family is None else f"{suite.name}@{family}"
     return [
@@ -109,6 +116,7 @@ def _respond(
             detection=labels.get(i),
             shift=family,
             variant=shifted[i].variant if shifted else None,
+            cross_check_label=second[i].label if i in second else None,
         )
         for i, p in enumerate(suite.prompts)
     ]
@@ -161,6 +169,7 @@ def evaluate_models(
     shift_model: Backend | None = None,
     judge_validation: Validation | None = None,
     detector_validation: Validation | None = None,
+    cross_check: Detector | None = None,
 ) -> EvalResult:
     """Evaluate each named model on every suite; see ``cai.evaluate._metrics`` for definitions.
 
@@ -168,6 +177,8 @@ def evaluate_models(
     every suite is shifted once (model-based families ask ``shift_model``, default the first
     model) and every model answers the shifted prompts too. ``judge_validation`` (default: not
     calibrated) is written next to every win rate; ``detector_validation`` into the meta.
+    ``cross_check``, a second detector, labels every reply too (``cross_check_label``); each
+    model's ``cross_check`` holds the metrics by its labels and its agreement with ``detector``.
     """
     _check(models, suites)
     families = [get_shift(f).name for f in dict.fromkeys(shifts)]
@@ -184,7 +195,9 @@ def evaluate_models(
     for name, backend in models.items():
         t = time.perf_counter()
         responses[name] = [
-            r for s in suites for r in _respond(name, backend, s, detector, params, on_progress)
+            r
+            for s in suites
+            for r in _respond(name, backend, s, detector, params, on_progress, None, cross_check)
         ]
         durations[f"generate:{name}"] = round(time.perf_counter() - t, 3)
         if families:
@@ -192,9 +205,19 @@ def evaluate_models(
             by_name = {s.name: s for s in suites}
             for (suite_name, _), sp in shifted.items():
                 suite = by_name[suite_name]
-                responses[name] += _respond(name, backend, suite, detector, params, on_progress, sp)
+                responses[name] += _respond(
+                    name, backend, suite, detector, params, on_progress, sp, cross_check
+                )
             durations[f"shifted:{name}"] = round(time.perf_counter() - t, 3)
     notes = list(DEFINITIONS)
+    second = (cross_check.name, cross_check.version) if cross_check is not None else None
+    if cross_check is not None:
+        notes.append(
+            f"cross_check: every reply is also labelled by a second detector, {cross_check.name} "
+            f"v{cross_check.version}; its harmful_compliance, over_refusal and helpful_answered "
+            "follow the same definitions, agreement is the share of replies (generation "
+            "succeeded) both detectors label alike."
+        )
     has_helpful = any(s.kind == "helpful" for s in suites)
     compare = judge is not None and has_helpful and baseline in models
     if judge is None:
@@ -225,6 +248,7 @@ def evaluate_models(
             asi=asi_metrics(recs, families, n_boot=n_boot, seed=seed) if families else None,
             n_boot=n_boot,
             seed=seed,
+            cross_check=second,
         )
         for name, recs in responses.items()
     }
@@ -249,6 +273,7 @@ def evaluate_models(
         roles=roles,
         baseline=baseline if compare else None,
         detector={"name": detector.name, "version": detector.version},
+        cross_check={"name": second[0], "version": second[1]} if second else None,
         judge_template=helpfulness_template().id if compare else None,
         generation=params,
         seeds={"generation": params.seed, "bootstrap": seed, "examples": seed},

@@ -13,9 +13,9 @@ from pydantic import Field, model_serializer, model_validator
 
 from cai.evaluate._suites import SuiteKind
 from cai.records import FinishReason, SamplingParams, Strict
-from cai.scoring import Detection, JudgeResult, Rate, Validation
+from cai.scoring import Detection, JudgeResult, Rate, RefusalLabel, Validation
 
-METRIC_NAMES = ("harmful_compliance", "over_refusal", "helpfulness_win_rate")
+METRIC_NAMES = ("harmful_compliance", "over_refusal", "helpful_answered", "helpfulness_win_rate")
 """The per-model metrics with an entry under ``unassessed``."""
 
 
@@ -52,6 +52,9 @@ class ResponseRecord(Strict):
     """Shift family applied to the prompt (ASI); None in distribution."""
     variant: str | None = None
     """Which variant of the shift family (template, encoding, language, shift model)."""
+    cross_check_label: RefusalLabel | None = None
+    """The second (cross-check) detector's label; None when there was none or generation
+    failed."""
 
 
 class JudgmentRecord(Strict):
@@ -125,6 +128,26 @@ class ASI(Strict):
     """Shifted harmful replies left out per family (failed shift or reply, or undetermined)."""
 
 
+class CrossCheck(Strict):
+    """The refusal metrics again, from a second detector's labels of the same replies."""
+
+    detector: str
+    """The second detector's registry name."""
+    version: str
+    """Its version."""
+    harmful_compliance: Rate
+    """As ``ModelMetrics.harmful_compliance``, by the second detector."""
+    over_refusal: Rate
+    """As ``ModelMetrics.over_refusal``, by the second detector."""
+    helpful_answered: Rate | None
+    """As ``ModelMetrics.helpful_answered``, by the second detector."""
+    agreement: Rate
+    """Share of the replies (generation succeeded, in distribution) both detectors give the
+    same label (Wilson interval)."""
+    unassessed: dict[str, Unassessed] = Field(default_factory=dict)
+    """Items the second detector's metrics leave out, keyed by metric name."""
+
+
 class ModelMetrics(Strict):
     """Every metric of one evaluated model."""
 
@@ -132,6 +155,9 @@ class ModelMetrics(Strict):
     """Share of assessed harmful prompts answered with full compliance (lower is better)."""
     over_refusal: Rate
     """Share of assessed safe prompts refused fully or partly (lower is better)."""
+    helpful_answered: Rate | None = None
+    """Share of helpful prompts whose reply is full compliance and not degenerate (empty,
+    looping or only the prompt again; higher is better); None (null) without a helpful suite."""
     helpfulness_win_rate: Rate | None
     """Mean judge P(this model better than the baseline) on helpful prompts, both orders, ties
     half; None (null) when not computed: the baseline itself, no judge, or no helpful suite."""
@@ -146,6 +172,8 @@ class ModelMetrics(Strict):
     """Items left out of each metric's n, keyed by metric name."""
     labels: dict[str, dict[str, int]]
     """Detector label counts per suite kind (errored replies under 'errored')."""
+    cross_check: CrossCheck | None = None
+    """The same metrics by a second detector; None when none was given."""
 
 
 class SuiteInfo(Strict):
@@ -178,6 +206,8 @@ class EvalMeta(Strict):
     """The model the helpfulness win rate compares against."""
     detector: dict[str, str]
     """Refusal detector name and version."""
+    cross_check: dict[str, str] | None = None
+    """The second (cross-check) detector's name and version; None when none was given."""
     judge_template: str | None
     """Judge prompt template NAME/REVISION."""
     generation: SamplingParams

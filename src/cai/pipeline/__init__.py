@@ -10,6 +10,7 @@ from cai.pipeline._events import EventLog, RunEvent
 from cai.pipeline._models import ModelPool
 from cai.pipeline._progress import console, request_progress
 from cai.pipeline._recipe import Recipe, load_recipe, recipe_fields
+from cai.pipeline._report import evaluator_status
 from cai.pipeline._run import StageOutcome, run_pipeline
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "StageOutcome",
     "StageSkipped",
     "console",
+    "evaluator_status",
     "load_recipe",
     "recipe_fields",
     "request_progress",

@@ -10,8 +10,10 @@ from cai.pipeline._models import ModelPool
 from cai.pipeline._recipe import Recipe
 
 OUTPUTS: dict[str, list[str]] = {
-    "prompts": ["data/prompts.jsonl", "data/pair_prompts.jsonl"],
-    "respond": ["data/responses.jsonl", "data/helpful_sft.jsonl"],
+    "prompts": ["data/prompts.jsonl", "data/pair_prompts.jsonl", "data/lookalike_prompts.jsonl"],
+    "respond": ["data/responses.jsonl", "data/helpful_sft.jsonl", "data/lookalike_sft.jsonl"],
+    "train_critic": ["models/critic", "data/critic_demonstrations.jsonl"],
+    "train_feedback": ["models/feedback", "data/feedback_demonstrations.jsonl"],
     "critique": ["data/sl_cai.jsonl", "data/sft.jsonl", "data/critique_summary.json"],
     "sft": ["models/sft"],
     "pairs": ["data/pairs.jsonl", "data/pairs_summary.json"],
@@ -55,7 +57,7 @@ class RunContext:
         return n if self.limit is None else min(n, self.limit)
 
     def run_spec(self, name: str) -> str:
-        """The model spec of a model this run trains (``sft`` or ``dpo``)."""
+        """The model spec of a model this run trains (critic, feedback, sft or dpo)."""
         return f"run:{self.path(f'models/{name}')}"
 
     def trained_spec(self, name: str) -> str | None:

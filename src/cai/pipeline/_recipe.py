@@ -51,6 +51,11 @@ class Prompts(_Section):
     """Helpful prompts used."""
     pairs_limit: int = Field(32, ge=1)
     """Prompts sampled for preference pairs (spread over the pair sets)."""
+    lookalike: list[str] = ["builtin:borderline"]
+    """Safe requests that look harmful: the policy's own non-refusing answers join the SFT
+    mix, so it learns where the boundary is, not to refuse."""
+    lookalike_limit: int = Field(24, ge=0)
+    """Look-alike prompts used (0: none)."""
 
 
 class Generation(_Section):
@@ -93,6 +98,9 @@ class _TrainStage(_Section):
     """Batches per optimizer step: the effective batch is ``batch_size`` times this."""
     max_length: int = Field(256, ge=16)
     """Tokens per example (longer ones are truncated)."""
+    lora_layers: int | None = Field(None, ge=1)
+    """Adapt only the top N transformer layers (None: all); the backward pass stops at the
+    lowest one, so on the embedded model 10 of 30 layers train 3.3x faster on CPU."""
     report_to: str = "none"
     """Training logger: none, tensorboard, wandb."""
     extra: dict[str, Any] = {}
@@ -117,6 +125,7 @@ class _TrainStage(_Section):
             "per_device_train_batch_size": self.batch_size,
             "gradient_accumulation_steps": self.gradient_accumulation_steps,
             "max_length": self.max_length,
+            "lora_layers": self.lora_layers,
             "report_to": self.report_to,
             "seed": seed,
             **self.extra,
@@ -126,8 +135,42 @@ class _TrainStage(_Section):
 class SFTStage(_TrainStage):
     """Supervised fine-tuning on revisions plus helpfulness data (TRL SFTTrainer)."""
 
-    helpful_ratio: float = Field(1.0, ge=0)
-    """Helpfulness examples per revision example."""
+    helpful_ratio: float = Field(1.5, ge=0)
+    """Helpfulness examples (ordinary and safe look-alike answers) per revision example."""
+    learning_rate: float = Field(1e-3, gt=0)
+    """Peak learning rate (a LoRA on 4 layers and ~50 steps needs a high one)."""
+    lora_layers: int | None = Field(4, ge=1)
+    """Adapt only the top N transformer layers (None: all)."""
+
+
+class EvaluatorTraining(_TrainStage):
+    """Training an evaluator (the critic or the feedback model) on constitutional
+    demonstrations before it is used: a LoRA adapter on the role's model, trained on the chats
+    that role is sent, principle in the input. Cached by demonstrations, base model, settings
+    and seed under the cai cache, so a second run reuses the adapter."""
+
+    enabled: bool = True
+    """Train (off, or a role whose model is not a local transformers model: the role's model is
+    used as given, and the report says so)."""
+    demonstrations: str | None = None
+    """Demonstrations JSONL (None: the bundled set, written for the default constitution; a
+    file of yours must name principles of the run's constitution)."""
+    limit: int | None = Field(None, ge=1)
+    """Train-split demonstrations used, a seeded sample (None: all)."""
+    epochs: float = Field(1.0, gt=0)
+    """Passes over the demonstrations."""
+    learning_rate: float = Field(2e-3, gt=0)
+    """Peak learning rate (one short epoch of a small LoRA: 3e-4 left the critic's loss at 3.1
+    and its revisions copies of its critiques; 2e-3 gave declining revisions)."""
+    batch_size: int = Field(2, ge=1)
+    """Per-device batch size (2: twice the optimizer steps of 4 for the same compute)."""
+    max_length: int = Field(512, ge=16)
+    """Tokens per example (the longest bundled critic chat is 448)."""
+    lora_layers: int | None = Field(4, ge=1)
+    """Adapt only the top N layers (see the training stages); 4 of 30 gave more usable
+    revisions than 10 in the same time (13 of 16 against 5 of 16, bench/README.md)."""
+    checkpoint_steps: int = Field(10, ge=1)
+    """Optimizer steps between checkpoints (an interrupted stage resumes from the last)."""
 
 
 class PairsStage(_Section):
@@ -160,7 +203,9 @@ class FeedbackStage(_Section):
 class DPOStage(_TrainStage):
     """Direct preference optimisation on the SFT model (TRL DPOTrainer)."""
 
-    learning_rate: float = Field(5e-5, gt=0)
+    epochs: float = Field(1.0, gt=0)
+    """Passes over the preference pairs."""
+    learning_rate: float = Field(2e-4, gt=0)
     """Peak learning rate."""
     batch_size: int = Field(2, ge=1)
     """Per-device batch size. A DPO batch holds both responses of each pair, and their logits
@@ -200,6 +245,10 @@ class EvaluateStage(_Section):
     detector: str = "hybrid"
     """Refusal detector of the evaluation (hybrid: rules + MiniLM, the best measured; rules;
     embedding; llm). The respond stage picks helpful SFT answers with the rules alone."""
+    cross_check: str | None = "embedding"
+    """A second refusal detector every reply is also labelled by (default: the MiniLM embedding
+    detector, which plays no part in producing training labels; the rules detector picks the
+    respond stage's helpful SFT answers). None: off."""
     max_new_tokens: int = Field(128, ge=8)
     """Token limit of evaluated responses."""
     examples: int = Field(3, ge=0)
@@ -249,6 +298,12 @@ class RedteamStage(_Section):
 class Stages(_Section):
     """Per-stage settings."""
 
+    train_critic: EvaluatorTraining = EvaluatorTraining(limit=144)
+    """The critic trained on the critique-and-revision demonstrations (models/critic); the
+    critique stage then sends it the compact template with no worked examples."""
+    train_feedback: EvaluatorTraining = EvaluatorTraining(limit=128)
+    """The feedback model trained on the comparison demonstrations (models/feedback); it
+    replaces ``models.feedback[0]`` in calibrate and feedback."""
     critique: CritiqueStage = CritiqueStage()
     """SL-CAI."""
     sft: SFTStage = SFTStage()

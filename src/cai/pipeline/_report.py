@@ -68,6 +68,9 @@ def _sizes(ctx: RunContext) -> str:
         ("prompts (red-team + helpful)", _lines(p("data/prompts.jsonl"))),
         ("policy responses", _lines(p("data/responses.jsonl"))),
         ("helpfulness SFT examples", _lines(p("data/helpful_sft.jsonl"))),
+        ("look-alike SFT examples (safe requests answered)", _lines(p("data/lookalike_sft.jsonl"))),
+        ("critic demonstrations", _lines(p("data/critic_demonstrations.jsonl"))),
+        ("feedback demonstrations", _lines(p("data/feedback_demonstrations.jsonl"))),
         ("SL-CAI traces", _lines(p("data/sl_cai.jsonl"))),
         ("SL-CAI SFT examples (non-degenerate)", _lines(p("data/sft.jsonl"))),
         ("response pairs", _lines(p("data/pairs.jsonl"))),
@@ -142,6 +145,53 @@ def _examples(ctx: RunContext, records: list[SLCAIRecord], k: int = 3) -> str:
     return "".join(out) or "<p>No SL-CAI records.</p>"
 
 
+def evaluator_status(run_dir: Path) -> list[tuple[str, str]]:
+    """(role, what happened) for the critic and the feedback model: trained, reused from the
+    adapter cache, skipped (why) or failed (the error), so a run that fell back to the untrained
+    model never reads as if it had trained one."""
+    from cai.pipeline._events import EventLog, RunEvent
+
+    last: dict[str, RunEvent] = {}
+    for event in EventLog(run_dir / "events.jsonl").events():
+        if event.stage in ("train_critic", "train_feedback"):
+            last[event.stage] = event
+    out = []
+    for stage in ("train_critic", "train_feedback"):
+        role = stage.removeprefix("train_")
+        ev = last.get(stage)
+        d = ev.detail if ev else {}
+        if ev is None or ev.event in ("start", "reset"):
+            out.append(
+                (role, "not trained: the stage has not finished; the untrained model was used")
+            )
+        elif ev.event == "skipped":
+            out.append((role, f"not trained: {d.get('reason', '')}"))
+        elif ev.event == "failed":
+            out.append((role, f"FAILED, not trained: {d.get('error', '')}"))
+        else:
+            how = "reused from the adapter cache" if d.get("cached") else "trained"
+            loss = d.get("loss")
+            loss_s = f", final loss {loss:.3f}" if isinstance(loss, int | float) else ""
+            out.append(
+                (
+                    role,
+                    f"{how} on {d.get('demonstrations')} demonstrations from {d.get('source')} "
+                    f"({d.get('steps')} steps{loss_s}; base {d.get('base')}; "
+                    f"template {d.get('template')})",
+                )
+            )
+    return out
+
+
+def _evaluators(ctx: RunContext) -> str:
+    note = (
+        "<p>The critic and the feedback model are LoRA adapters trained on constitutional "
+        "demonstrations (principle in the input) before the run uses them; the policy never "
+        "trains on the demonstrations.</p>"
+    )
+    return note + _table(evaluator_status(ctx.run_dir), ("evaluator", "status"))
+
+
 def _stage_log(ctx: RunContext) -> str:
     from cai.pipeline._events import EventLog
 
@@ -186,6 +236,7 @@ def pipeline_sections(ctx: RunContext) -> list[tuple[str, str]]:
     return [
         ("Recipe and models per role", _recipe(ctx)),
         ("Constitution", _constitution(ctx)),
+        ("Evaluators: critic and feedback model", _evaluators(ctx)),
         ("Data set sizes", _sizes(ctx)),
         ("Degenerate SL-CAI outputs", _degenerate(records)),
         ("Feedback model position bias", _bias(ctx)),

@@ -32,6 +32,14 @@ from cai.feedback import FeedbackConfig, run_feedback_stage, run_pairs_stage
 from cai.feedback._panels import run_panel_stage
 from cai.oversight import training_preferences, training_sft
 from cai.pipeline._context import RunContext, StageSkipped
+from cai.pipeline._evaluators import (
+    CRITIC_TEMPLATE,
+    critic_copy_sources,
+    critic_spec,
+    feedback_specs,
+    stage_train_critic,
+    stage_train_feedback,
+)
 from cai.pipeline._progress import request_progress
 from cai.pipeline._recipe import _TrainStage
 from cai.pipeline._redteam import resolve_source, stage_redteam
@@ -85,9 +93,23 @@ def stage_prompts(ctx: RunContext) -> dict[str, Any]:
     red = _load_sets(pr.red_team, ctx.cap(pr.red_team_limit), set())
     helpful = _load_sets(pr.helpful, ctx.cap(pr.helpful_limit), set()) if pr.helpful_limit else []
     pairs = _load_sets(pr.pairs, ctx.cap(pr.pairs_limit), {p.id for p in red})
+    lookalike = (
+        _load_sets(pr.lookalike, ctx.cap(pr.lookalike_limit), set()) if pr.lookalike_limit else []
+    )
     write_prompts(ctx.path("data/prompts.jsonl"), [*red, *helpful])
     write_prompts(ctx.path("data/pair_prompts.jsonl"), pairs)
-    return {"red_team": len(red), "helpful": len(helpful), "pairs": len(pairs)}
+    write_prompts(ctx.path("data/lookalike_prompts.jsonl"), lookalike)
+    return {
+        "red_team": len(red),
+        "helpful": len(helpful),
+        "pairs": len(pairs),
+        "lookalike": len(lookalike),
+    }
+
+
+def _lookalike_prompts(ctx: RunContext) -> list[PromptRecord]:
+    path = ctx.path("data/lookalike_prompts.jsonl")
+    return list(read_jsonl(path, PromptRecord)) if path.exists() else []
 
 
 def _prompts(ctx: RunContext, kind: str | None = None) -> list[PromptRecord]:
@@ -99,10 +121,13 @@ def _prompts(ctx: RunContext, kind: str | None = None) -> list[PromptRecord]:
 
 def stage_respond(ctx: RunContext) -> dict[str, Any]:
     """The policy answers every prompt; its answers to ordinary requests become helpfulness SFT
-    data (its own answers, so SFT keeps what the base model could already do). An answer cut by
-    the token limit is trimmed to its last complete sentence; refusals are left out."""
+    data (its own answers, so SFT keeps what the base model could already do), and so do its
+    answers to safe look-alike requests (so SFT learns the boundary, not to refuse). An answer
+    cut by the token limit is trimmed to its last complete sentence; refusals are left out."""
     policy = ctx.pool.get(ctx.recipe.models.policy)
-    prompts = [*_prompts(ctx), *_prompts(ctx, "helpful")]
+    lookalike = _lookalike_prompts(ctx)
+    lookalike_ids = {p.id for p in lookalike}
+    prompts = [*_prompts(ctx), *_prompts(ctx, "helpful"), *lookalike]
     with request_progress(len(prompts), "respond") as advance:
         outs = policy.generate(
             [GenerationRequest.user(p.text) for p in prompts], _critique_config(ctx).draft
@@ -112,7 +137,7 @@ def stage_respond(ctx: RunContext) -> dict[str, Any]:
     helpful = []
     for p, g in zip(prompts, outs, strict=True):
         text = g.text.strip() if g.finish_reason == "stop" else trim_to_sentence(g.text)
-        if p.kind == "helpful" and text:
+        if (p.kind == "helpful" or p.id in lookalike_ids) and text:
             helpful.append((p, text))
     labels = get_detector("rules").detect([p.text for p, _ in helpful], [t for _, t in helpful])
     kept = [
@@ -123,10 +148,18 @@ def stage_respond(ctx: RunContext) -> dict[str, Any]:
             if g.finish_reason != "error":
                 w.write(_example(p.id, p.text, g.text.strip()))
     with JsonlWriter(ctx.path("data/helpful_sft.jsonl"), SFTExample) as w:
-        w.write_all(_example(p.id, p.text, t) for p, t in kept)
+        w.write_all(_example(p.id, p.text, t) for p, t in kept if p.id not in lookalike_ids)
+    with JsonlWriter(ctx.path("data/lookalike_sft.jsonl"), SFTExample) as w:
+        w.write_all(_example(p.id, p.text, t) for p, t in kept if p.id in lookalike_ids)
     if failed:
         raise RuntimeError(f"{len(failed)} responses failed (first: {failed[0]}); rerun to retry")
-    return {"responses": len(prompts), "helpful_sft": len(kept), "helpful_answers": len(helpful)}
+    n_look = sum(p.id in lookalike_ids for p, _ in kept)
+    return {
+        "responses": len(prompts),
+        "helpful_sft": len(kept) - n_look,
+        "lookalike_sft": n_look,
+        "helpful_answers": len(helpful),
+    }
 
 
 def _example(rid: str, prompt: str, answer: str) -> SFTExample:
@@ -137,14 +170,18 @@ def _example(rid: str, prompt: str, answer: str) -> SFTExample:
 
 
 def _critique_config(ctx: RunContext) -> CritiqueConfig:
-    """The SL-CAI settings; its draft settings are also respond's, so drafts are made once."""
+    """The SL-CAI settings; its draft settings are also respond's, so drafts are made once.
+    A trained critic gets the compact template it was trained on and no worked examples."""
     r = ctx.recipe
+    trained = ctx.trained_spec("critic") is not None
     return CritiqueConfig.from_budget(
         r.generation.max_new_tokens,
         rounds=r.stages.critique.rounds,
-        few_shot=r.stages.critique.few_shot,
+        few_shot=0 if trained else r.stages.critique.few_shot,
         seed=r.seed,
         repetition_penalty=r.generation.critic_repetition_penalty,
+        template=CRITIC_TEMPLATE if trained else "sl_cai",
+        copy_sources=critic_copy_sources(ctx),
     )
 
 
@@ -167,7 +204,7 @@ def stage_critique(ctx: RunContext) -> dict[str, Any]:
     r = ctx.recipe
     cfg = _critique_config(ctx)
     prompts = _prompts(ctx)
-    policy, critic = ctx.pool.get(r.models.policy), ctx.pool.get(r.models.critic)
+    policy, critic = ctx.pool.get(r.models.policy), ctx.pool.get(critic_spec(ctx))
     router = _router(ctx)
     with request_progress(len(prompts) * (1 + 2 * cfg.rounds), "critique") as advance:
         s = run_critique_stage(
@@ -182,7 +219,13 @@ def stage_critique(ctx: RunContext) -> dict[str, Any]:
         )
     if s.failed:
         raise RuntimeError(f"{s.failed} prompts failed: {s.failures[0]}; rerun to retry")
-    return {"written": s.written, "sft_examples": s.sft_examples, "degenerate": s.degenerate}
+    return {
+        "written": s.written,
+        "sft_examples": s.sft_examples,
+        "degenerate": s.degenerate,
+        "critic": critic.spec,
+        "template": s.template,
+    }
 
 
 def _train(job: TrainJob, st: _TrainStage) -> TrainResult:
@@ -204,7 +247,11 @@ def stage_sft(ctx: RunContext) -> dict[str, Any]:
         method="sft",
         base_model=ctx.recipe.models.policy,
         data=[str(revisions)],
-        helpful=[str(ctx.path("data/helpful_sft.jsonl"))],
+        helpful=[
+            str(p)
+            for p in (ctx.path("data/helpful_sft.jsonl"), ctx.path("data/lookalike_sft.jsonl"))
+            if p.exists()
+        ],
         out_dir=str(ctx.path("models/sft")),
         config={"helpful_ratio": st.helpful_ratio, **args},
     )
@@ -231,7 +278,7 @@ def stage_pairs(ctx: RunContext) -> dict[str, Any]:
 
 def _judges(ctx: RunContext) -> list[tuple[str, str, Comparison]]:
     """(role, spec, comparison) of every model the run asks to judge."""
-    specs = ctx.recipe.models.feedback
+    specs = feedback_specs(ctx)
     out: list[tuple[str, str, Comparison]] = [
         ("feedback" if i == 0 else f"feedback[{i}]", spec, "compare")
         for i, spec in enumerate(specs)
@@ -292,7 +339,7 @@ def stage_feedback(ctx: RunContext) -> dict[str, Any]:
     st = ctx.recipe.stages.feedback
     pairs = list(read_jsonl(ctx.path("data/pairs.jsonl"), PairRecord))
     # float32: bf16 rounds letter log-probabilities to ~0.125 and produces dead heats.
-    judges = [ctx.pool.get(spec, dtype="float32") for spec in ctx.recipe.models.feedback]
+    judges = [ctx.pool.get(spec, dtype="float32") for spec in feedback_specs(ctx)]
     cfg = FeedbackConfig(
         principles_per_pair=st.principles_per_pair,
         seed=ctx.recipe.seed,
@@ -436,6 +483,7 @@ def stage_evaluate(ctx: RunContext) -> dict[str, Any]:
             shift_model=shifter,
             judge_validation=validation,
             detector_validation=run_cal.detector if run_cal else None,
+            cross_check=get_detector(ev.cross_check) if ev.cross_check else None,
         )
     for c in run_cal.judges if run_cal else []:
         if c.role.startswith("feedback"):  # its preference labels trained the dpo model
@@ -444,18 +492,24 @@ def stage_evaluate(ctx: RunContext) -> dict[str, Any]:
         result, ctx.run_dir, examples_per_kind=ev.examples, extra_sections=pipeline_sections(ctx)
     )
     m = result.metrics
-    return {
-        name: {
-            "harmful_compliance": m.models[name].harmful_compliance.value,
-            "over_refusal": m.models[name].over_refusal.value,
+    out: dict[str, Any] = {}
+    for name in models:
+        mm = m.models[name]
+        out[name] = {
+            "harmful_compliance": mm.harmful_compliance.value,
+            "over_refusal": mm.over_refusal.value,
+            "helpful_answered": mm.helpful_answered.value if mm.helpful_answered else None,
         }
-        for name in models
-    }
+        if mm.cross_check is not None:
+            out[name]["cross_check_harmful_compliance"] = mm.cross_check.harmful_compliance.value
+    return out
 
 
 STAGE_FUNCS: dict[str, Stage] = {
     "prompts": stage_prompts,
     "respond": stage_respond,
+    "train_critic": stage_train_critic,
+    "train_feedback": stage_train_feedback,
     "critique": stage_critique,
     "sft": stage_sft,
     "pairs": stage_pairs,

@@ -7,7 +7,8 @@ human-labelled set (``data/refusal_labels.csv``, XSTest label scheme) with its l
 detector-agreement scores (confusion matrix, accuracy, precision, recall), the pairwise
 helpfulness judge and its template (``templates/helpfulness_judge.yaml``), the constitutional
 comparison shared by feedback labelling and judge calibration (``templates/compare.yaml``), and
-the ``Rate`` record with Wilson and bootstrap intervals and Cohen's kappa.
+the ``Rate`` record with Wilson and bootstrap intervals and Cohen's kappa, and the pure-text
+checks for degenerate replies (empty, looping, echoing the prompt).
 Must not know: any workflow (evaluate, feedback, redteam, oversight), run directories or the CLI.
 """
 
@@ -22,9 +23,18 @@ from cai.scoring._compare import (
     answer_request,
     compare_messages,
     compare_template,
+    comparison_chat,
     p_slot_a,
     reasoning_request,
     sigmoid,
+)
+from cai.scoring._degenerate import (
+    REPLY_REASONS,
+    degenerate_reply,
+    normalized,
+    repeats,
+    similar,
+    word_ngrams,
 )
 from cai.scoring._detector import (
     DEFAULT_DETECTOR,
@@ -86,6 +96,7 @@ __all__ = [
     "LETTERS",
     "NOT_CALIBRATED",
     "REFUSAL_LABELS",
+    "REPLY_REASONS",
     "RUN_CALIBRATION",
     "TO_XSTEST",
     "XSTEST_LABELS",
@@ -112,7 +123,9 @@ __all__ = [
     "cohen_kappa",
     "compare_messages",
     "compare_template",
+    "comparison_chat",
     "decision_rate",
+    "degenerate_reply",
     "detector_names",
     "detector_validation",
     "evaluate_detector",
@@ -123,6 +136,7 @@ __all__ = [
     "label_split",
     "load_labels",
     "mean_rate",
+    "normalized",
     "p_slot_a",
     "pairwise_judge",
     "parse_label",
@@ -131,8 +145,11 @@ __all__ = [
     "reasoning_request",
     "refusal_template",
     "register_detector",
+    "repeats",
     "score_predictions",
     "sigmoid",
+    "similar",
     "to_scheme",
     "wilson_interval",
+    "word_ngrams",
 ]

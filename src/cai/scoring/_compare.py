@@ -15,7 +15,7 @@ import math
 from collections.abc import Sequence
 from functools import lru_cache
 
-from cai.constitution import Constitution, FewShotExample, Principle
+from cai.constitution import ComparisonDemonstration, Constitution, FewShotExample, Principle
 from cai.records import GenerationRequest, Message, PromptTemplate, ScoreRequest
 from cai.store import load_template
 
@@ -106,3 +106,13 @@ def answer_request(messages: tuple[Message, ...], reasoning: str | None = None) 
     else:
         prefill = tpl.render("cot_answer_prefill", reasoning=reasoning)
     return ScoreRequest(messages=messages, prefill=prefill, candidates=LETTERS)
+
+
+def comparison_chat(constitution: Constitution, demo: ComparisonDemonstration) -> list[Message]:
+    """A comparison demonstration as the chat a feedback model sees, answered: the request the
+    feedback stage and calibration send (no worked examples), then the answer with the right
+    letter (``few_shot_answer``), whose letter is what they score after ``answer_prefill``."""
+    p = constitution.principle(demo.principle_id)
+    msgs = compare_messages(constitution, p, demo.prompt, demo.response_a, demo.response_b)
+    answer = compare_template().render("few_shot_answer", letter=demo.label.upper())
+    return [*msgs, Message(role="assistant", content=answer)]

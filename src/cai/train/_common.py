@@ -79,6 +79,8 @@ class TrainResult(Strict):
     """The settings that shaped the run (learning rate, steps, LoRA, loss...)."""
     versions: dict[str, str]
     """Versions of torch, transformers, trl and peft."""
+    resumed_from: str | None = None
+    """The checkpoint an interrupted run continued from (None: trained from the start)."""
 
     @property
     def spec(self) -> str:
@@ -100,6 +102,14 @@ class LoraFields:
     lora_target_modules: list[str] | None = field(
         default=None,
         metadata={"help": "Module names to adapt; None means every linear layer but the head."},
+    )
+    lora_layers: int | None = field(
+        default=None,
+        metadata={
+            "help": "Adapt only the top N transformer layers (None: all). The backward pass then "
+            "stops at the lowest adapted layer: on SmolLM2-135M, 10 of 30 layers train 3.3x "
+            "faster on CPU (255 against 77 tokens/s)."
+        },
     )
 
 
@@ -129,21 +139,38 @@ def cpu_unless_accelerated(config: Any) -> None:
     )
     if not accelerated:
         config.use_cpu = True
-        if getattr(config, "bf16", False) and not cpu_has_fast_bf16(torch):
+        if not cpu_has_fast_bf16(torch):
+            # Explicitly False: TRL turns a None into True in its own __post_init__.
             config.bf16 = False
 
 
-def lora_config(config: LoraFields, task: Task) -> Any:
-    """The ``peft.LoraConfig`` for these options."""
+def lora_config(
+    config: LoraFields,
+    task: Task,
+    n_layers: int | None = None,
+    linear_names: list[str] | None = None,
+) -> Any:
+    """The ``peft.LoraConfig`` for these options (``n_layers`` and ``linear_names``, the model's
+    layer count and linear module names, are needed when ``lora_layers`` picks top layers)."""
     try:
         from peft import LoraConfig
     except ImportError:
         raise missing("peft", "train") from None
+    layers = None
+    if config.lora_layers is not None:
+        if config.lora_layers < 1:
+            raise InputError(f"lora_layers must be at least 1, got {config.lora_layers}")
+        if n_layers is not None:
+            layers = list(range(max(n_layers - config.lora_layers, 0), n_layers))
+    targets: Any = config.lora_target_modules or "all-linear"
+    if layers is not None and targets == "all-linear":
+        targets = linear_names  # PEFT takes layer indices with module names only
     return LoraConfig(
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
-        target_modules=config.lora_target_modules or "all-linear",
+        target_modules=targets,
+        layers_to_transform=layers,
         task_type="SEQ_CLS" if task == "reward" else "CAUSAL_LM",
     )
 
@@ -198,7 +225,16 @@ def load_for_training(
     if not getattr(tokenizer, "chat_template", None):
         # The same ChatML fallback the hf backend renders with, so training and inference agree.
         tokenizer.chat_template = _FALLBACK_TEMPLATE
-    peft_config = lora_config(config, task) if config.lora else None
+    n_layers = getattr(model.config, "num_hidden_layers", None)
+    heads = {"lm_head", "score", "classifier"}
+    linear = sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, mod in model.named_modules()
+            if isinstance(mod, torch.nn.Linear) and name.rsplit(".", 1)[-1] not in heads
+        }
+    )
+    peft_config = lora_config(config, task, n_layers, linear) if config.lora else None
     if src.adapter is not None:
         from peft import PeftConfig, PeftModel
 
@@ -246,10 +282,31 @@ def staging(out_dir: Path) -> Iterator[Path]:
 
 
 def prepare_args(config: Any, tmp: Path) -> Any:
-    """A copy of a TRL config that writes under ``tmp`` (the caller's object is not changed)."""
+    """A copy of a TRL config that writes under ``tmp`` (the caller's object is not changed).
+
+    With checkpoints on (``save_strategy`` not ``no``) the config's own ``output_dir`` is kept:
+    checkpoints go there, outside the temporary directory, so an interrupted run resumes from
+    the last one (``train_and_save``) and they are removed once the model is saved.
+    """
     args = copy.copy(config)
-    args.output_dir = str(tmp)
+    if _strategy(args) == "no":
+        args.output_dir = str(tmp)
     return args
+
+
+def _strategy(args: Any) -> str:
+    value = getattr(args, "save_strategy", "no")
+    return str(value.value if isinstance(value, Enum) else value)
+
+
+def last_checkpoint(args: Any) -> str | None:
+    """The newest ``checkpoint-N`` under a config's ``output_dir`` when checkpoints are on."""
+    if _strategy(args) == "no" or not Path(args.output_dir).is_dir():
+        return None
+    from transformers.trainer_utils import get_last_checkpoint
+
+    found: str | None = get_last_checkpoint(args.output_dir)  # type: ignore[no-untyped-call]
+    return found
 
 
 def summary(args: Any, keys: tuple[str, ...]) -> dict[str, Any]:
@@ -265,7 +322,7 @@ def summary(args: Any, keys: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-LORA_KEYS = ("lora", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")
+LORA_KEYS = ("lora", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "lora_layers")
 COMMON_KEYS = (
     "seed",
     "learning_rate",
@@ -310,8 +367,9 @@ def train_and_save(
     reference policy); it is dropped before saving so the directory holds one adapter. With
     ``merge`` a trained adapter is merged and the full model saved.
     """
+    resume = last_checkpoint(trainer.args)
     start = time.perf_counter()
-    output = trainer.train()
+    output = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - start
     model = trainer.accelerator.unwrap_model(trainer.model)
     is_adapter = hasattr(model, "peft_config")
@@ -342,8 +400,11 @@ def train_and_save(
         seconds=round(seconds, 3),
         config=config,
         versions=_versions(),
+        resumed_from=Path(resume).name if resume else None,
     )
     (tmp / META).write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    if _strategy(trainer.args) != "no" and Path(trainer.args.output_dir) != tmp:
+        shutil.rmtree(trainer.args.output_dir, ignore_errors=True)  # the model is saved now
     return result
 
 

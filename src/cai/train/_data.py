@@ -45,8 +45,12 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _chat(messages: Sequence[Message]) -> list[dict[str, str]]:
+def chat_dicts(messages: Sequence[Message]) -> list[dict[str, str]]:
+    """Messages as the role/content dicts chat templates and TRL read."""
     return [{"role": m.role, "content": m.content} for m in messages]
+
+
+_chat = chat_dicts
 
 
 def read_sft(paths: Sequence[Path]) -> tuple[list[SFTExample], list[DataFile]]:

@@ -21,8 +21,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cai.errors import InputError, missing
+from cai.records import SFTExample
 from cai.train._common import (
     COMMON_KEYS,
     LoraFields,
@@ -35,6 +37,7 @@ from cai.train._common import (
     summary,
     train_and_save,
 )
+from cai.train._data import chat_dicts as _chat
 from cai.train._data import mix_sft, read_sft, sft_rows
 
 try:
@@ -61,6 +64,13 @@ class CaiSFTConfig(SFTConfig, LoraFields):
     helpful_ratio: float = field(
         default=1.0,
         metadata={"help": "Helpfulness examples mixed in per SL-CAI revision example."},
+    )
+    all_assistant_turns: bool = field(
+        default=False,
+        metadata={
+            "help": "Train on every assistant turn of each example (a critique and its revision "
+            "in one chat), not the last one only; the chat is tokenised once."
+        },
     )
     learning_rate: float = 2e-4
     max_length: int | None = 256
@@ -101,10 +111,15 @@ def train_sft(
     loaded = load_for_training(base_model, config, "causal", cache_dir)
     with staging(out_dir) as tmp:
         args = prepare_args(config, tmp)
+        if config.all_assistant_turns:
+            rows = assistant_turn_rows(mix.examples, loaded.tokenizer, config.max_length)
+            args.completion_only_loss = True  # the mask below, not TRL's prompt/completion split
+        else:
+            rows = sft_rows(mix.examples)
         trainer = SFTTrainer(
             model=loaded.model,
             args=args,
-            train_dataset=Dataset.from_list(sft_rows(mix.examples)),
+            train_dataset=Dataset.from_list(rows),
             processing_class=loaded.tokenizer,
             peft_config=loaded.peft_config,
         )
@@ -115,6 +130,39 @@ def train_sft(
             out_dir=out_dir,
             tmp=tmp,
             data=files + helpful_data,
-            config=summary(args, (*COMMON_KEYS, "helpful_ratio")),
+            config=summary(args, (*COMMON_KEYS, "helpful_ratio", "all_assistant_turns")),
             n_helpful=mix.n_helpful,
         )
+
+
+def assistant_turn_rows(
+    examples: Sequence[SFTExample], tokenizer: Any, max_length: int | None
+) -> list[dict[str, list[int]]]:
+    """Tokenised rows whose ``completion_mask`` covers every assistant turn (content and its
+    end-of-turn marker). Each turn's span is found by rendering the chat up to it, which needs
+    a prefix-preserving chat template (ChatML and SmolLM2's are); one that is not is an error."""
+    rows = []
+    for ex in examples:
+        chat = _chat(ex.messages)
+        text = tokenizer.apply_chat_template(chat, tokenize=False)
+        spans = []
+        for i, message in enumerate(chat):
+            if message["role"] != "assistant":
+                continue
+            before = tokenizer.apply_chat_template(
+                chat[:i], tokenize=False, add_generation_prompt=True
+            )
+            upto = tokenizer.apply_chat_template(chat[: i + 1], tokenize=False)
+            if not (text.startswith(upto) and upto.startswith(before)):
+                raise InputError(
+                    f"example {ex.id}: the chat template is not prefix-preserving, so assistant "
+                    "turns cannot be masked; train on the last turn only"
+                )
+            spans.append((len(before), len(upto)))
+        enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
+        mask = [int(any(a <= start < b for a, b in spans)) for start, _ in enc["offset_mapping"]]
+        ids = list(enc["input_ids"])
+        if max_length is not None:
+            ids, mask = ids[:max_length], mask[:max_length]
+        rows.append({"input_ids": ids, "completion_mask": mask})
+    return rows

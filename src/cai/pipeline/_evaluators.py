@@ -1,0 +1,207 @@
+"""The evaluator-training stages of ``cai run``: the critic and the feedback model learn their
+jobs from constitutional demonstrations before the run uses them.
+
+Owns: turning the demonstration files into training chats (the critic's compact SL-CAI chat
+with both assistant turns, the feedback model's comparison chat answered with a letter), the
+seeded sample, the cross-run adapter cache (``<cai cache>/adapters/``, keyed by demonstrations,
+base model, constitution, settings and seed) and which spec each role then resolves to.
+Must not know: how training, critique or comparison work inside; it renders through
+``cai.critique`` and ``cai.scoring`` and trains through ``cai.train``.
+
+The small embedded model cannot critique, revise or judge by prompting (it ignores
+instructions and sits at chance as a judge); a LoRA adapter trained on a few hundred worked
+demonstrations, principle in the input, gives it the format and the boundary. The demonstrations
+train the evaluators only: the policy learns from what the trained critic and feedback model
+produce on other prompts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+from cai.backends import cache_root, parse_spec, resolve_spec
+from cai.constitution import (
+    Constitution,
+    bundled_demonstrations_path,
+    load_comparison_demonstrations,
+    load_critique_demonstrations,
+    resolve_constitution,
+)
+from cai.critique import demonstration_chat, sl_cai_template
+from cai.pipeline._context import RunContext, StageSkipped
+from cai.pipeline._models import BATCHED_PREFIXES
+from cai.pipeline._recipe import EvaluatorTraining
+from cai.records import SFTExample
+from cai.scoring import compare_template, comparison_chat
+from cai.store import write_records
+from cai.train import META, TrainJob, TrainResult, launch, read_result, run_job
+
+CRITIC_TEMPLATE = "sl_cai_compact"
+"""The SL-CAI template a trained critic is trained on and then sent."""
+CACHE_FORMAT = 1
+"""Bump when the training chats change in a way the key below does not see."""
+
+
+def _demo_constitution(ctx: RunContext, st: EvaluatorTraining) -> Constitution:
+    """The bundled demonstrations are written for the default pack; a user's file for the run's
+    constitution. Principles render from it, so training sees the texts they were written for."""
+    return resolve_constitution(None) if st.demonstrations is None else ctx.constitution
+
+
+def _sample(rows: list[Any], limit: int | None, seed: int) -> list[Any]:
+    train = [r for r in rows if r.split == "train"]
+    if limit is None or limit >= len(train):
+        return train
+    picked = random.Random(seed).sample(range(len(train)), limit)
+    return [train[i] for i in sorted(picked)]
+
+
+def _limit(ctx: RunContext, st: EvaluatorTraining) -> int | None:
+    """The recipe's sample size, capped by ``--limit``."""
+    if ctx.limit is None:
+        return st.limit
+    return ctx.limit if st.limit is None else min(st.limit, ctx.limit)
+
+
+def _base_identity(spec: str) -> dict[str, Any]:
+    """What identifies a base model's weights for the cache: its resolved path, and for a local
+    directory its config and the names and sizes of its weight files."""
+    src = resolve_spec(spec)
+    out: dict[str, Any] = {"spec": spec, "model": src.model, "revision": src.revision}
+    local = Path(src.model)
+    if local.is_dir():
+        cfg = local / "config.json"
+        out["config"] = hashlib.sha256(cfg.read_bytes()).hexdigest() if cfg.exists() else None
+        out["weights"] = sorted(
+            (p.name, p.stat().st_size) for p in local.iterdir() if p.suffix == ".safetensors"
+        )
+    if src.adapter is not None:
+        meta = Path(src.adapter) / META
+        out["adapter"] = hashlib.sha256(meta.read_bytes()).hexdigest() if meta.exists() else None
+    return out
+
+
+def _train_evaluator(
+    ctx: RunContext,
+    role: str,
+    base: str,
+    st: EvaluatorTraining,
+    examples: list[SFTExample],
+    source: str,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """Train (or take from the cache) the adapter for ``role``; the stage's detail dict."""
+    data = ctx.path(f"data/{role}_demonstrations.jsonl")
+    write_records(data, examples)
+    args = st.trainer_args(str(ctx.path(f"models/.{role}-checkpoints")), ctx.recipe.seed)
+    args |= {"save_strategy": "steps", "save_steps": st.checkpoint_steps, "save_total_limit": 1}
+    args |= extra
+    digest = hashlib.sha256(data.read_bytes()).hexdigest()
+    key_src = {
+        "format": CACHE_FORMAT,
+        "role": role,
+        "base": _base_identity(base),
+        "data": digest,
+        "config": {k: v for k, v in args.items() if k != "output_dir"},
+    }
+    key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()[:20]
+    cached = cache_root() / "adapters" / f"{role}-{key}"
+    out = ctx.path(f"models/{role}")
+    detail: dict[str, Any] = {
+        "demonstrations": len(examples),
+        "source": source,
+        "base": base,
+        "cache_key": key,
+    }
+    if (cached / META).is_file():
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.copytree(cached, out)
+        done = read_result(out)
+        return detail | {"cached": True, "steps": done.steps, "loss": done.final_loss}
+    ctx.pool.release(ctx.run_spec(role))
+    job = TrainJob(method="sft", base_model=base, data=[str(data)], out_dir=str(out), config=args)
+    res: TrainResult = (
+        launch(job, st.num_processes, st.accelerate_config)
+        if st.num_processes > 1
+        else run_job(job)
+    )
+    tmp = cached.with_name(f".{cached.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(out, tmp)
+    tmp.rename(cached)
+    return detail | {
+        "cached": False,
+        "steps": res.steps,
+        "loss": res.final_loss,
+        "train_seconds": res.seconds,
+        "resumed_from": res.resumed_from,
+    }
+
+
+def _trainable(ctx: RunContext, role: str, spec: str, st: EvaluatorTraining) -> None:
+    """StageSkipped, with the reason the report shows, when this role gets no training."""
+    if not st.enabled:
+        raise StageSkipped(f"off in the recipe: the {role} is {spec} as given, untrained")
+    if parse_spec(spec)[0] not in BATCHED_PREFIXES:
+        raise StageSkipped(
+            f"models.{role} is {spec}, not a local transformers model: used as given, untrained"
+        )
+
+
+def stage_train_critic(ctx: RunContext) -> dict[str, Any]:
+    st = ctx.recipe.stages.train_critic
+    base = ctx.recipe.models.critic
+    _trainable(ctx, "critic", base, st)
+    constitution = _demo_constitution(ctx, st)
+    demos = load_critique_demonstrations(st.demonstrations, constitution=constitution)
+    picked = _sample(demos, _limit(ctx, st), ctx.recipe.seed)
+    examples = [
+        SFTExample(id=d.id, messages=demonstration_chat(constitution, d, CRITIC_TEMPLATE))
+        for d in picked
+    ]
+    source = st.demonstrations or str(bundled_demonstrations_path("critique"))
+    detail = _train_evaluator(
+        ctx, "critic", base, st, examples, source, {"all_assistant_turns": True}
+    )
+    return detail | {"template": sl_cai_template(CRITIC_TEMPLATE).id}
+
+
+def stage_train_feedback(ctx: RunContext) -> dict[str, Any]:
+    st = ctx.recipe.stages.train_feedback
+    base = ctx.recipe.models.feedback[0]
+    _trainable(ctx, "feedback", base, st)
+    constitution = _demo_constitution(ctx, st)
+    demos = load_comparison_demonstrations(st.demonstrations, constitution=constitution)
+    picked = _sample(demos, _limit(ctx, st), ctx.recipe.seed)
+    examples = [SFTExample(id=d.id, messages=comparison_chat(constitution, d)) for d in picked]
+    source = st.demonstrations or str(bundled_demonstrations_path("comparison"))
+    detail = _train_evaluator(ctx, "feedback", base, st, examples, source, {})
+    slot_a = sum(d.label == "a" for d in picked)
+    return detail | {"template": compare_template().id, "label_a_share": slot_a / len(picked)}
+
+
+def critic_spec(ctx: RunContext) -> str:
+    """The critic the critique stage uses: the trained one once trained, else the recipe's."""
+    return ctx.trained_spec("critic") or ctx.recipe.models.critic
+
+
+def feedback_specs(ctx: RunContext) -> list[str]:
+    """The feedback models: the trained one replaces the first once trained."""
+    specs = list(ctx.recipe.models.feedback)
+    trained = ctx.trained_spec("feedback")
+    return [trained, *specs[1:]] if trained else specs
+
+
+def critic_copy_sources(ctx: RunContext) -> tuple[str, ...]:
+    """The trained critic's demonstration revisions: a revision that copies one is degenerate."""
+    if ctx.trained_spec("critic") is None:
+        return ()
+    st = ctx.recipe.stages.train_critic
+    demos = load_critique_demonstrations(st.demonstrations)
+    return tuple(d.revision for d in demos)
