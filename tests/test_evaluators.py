@@ -25,15 +25,7 @@ from cai.pipeline._models import ModelPool
 from cai.scoring import compare_template, comparison_chat
 from cai.store import ResponseCache
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_the_evaluator_stages_run_before_critique() -> None:

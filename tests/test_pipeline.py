@@ -17,14 +17,7 @@ from cai.records import Message, PreferenceRecord
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _recipe(tmp_path: Path, tiny_model: Path, **extra: object) -> Path:
