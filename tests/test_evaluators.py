@@ -144,7 +144,11 @@ def test_a_bad_demonstrations_file_is_one_line_naming_file_and_line(tmp_path: Pa
         stage_train_critic(_ctx(tmp_path, r))
 
 
-def _evaluator_recipe(tmp_path: Path, tiny_model: Path, **train: Any) -> Path:
+def _evaluator_recipe(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch, **train: Any
+) -> Recipe:
+    """A tiny-model recipe training both evaluators, with the adapter cache under tmp_path."""
+    monkeypatch.setenv("CAI_CACHE_DIR", str(tmp_path / "cache"))
     spec = f"hf:{tiny_model}"
     settings = {"limit": 6, "batch_size": 2, "max_length": 256, "checkpoint_steps": 1, **train}
     data = {
@@ -161,14 +165,13 @@ def _evaluator_recipe(tmp_path: Path, tiny_model: Path, **train: Any) -> Path:
     }
     path = tmp_path / "recipe.yaml"
     path.write_text(json.dumps(data))
-    return path
+    return load_recipe(path)
 
 
 def test_evaluators_train_then_the_run_uses_them_and_a_second_run_reuses_the_adapters(
     tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("CAI_CACHE_DIR", str(tmp_path / "cache"))
-    recipe = load_recipe(_evaluator_recipe(tmp_path, tiny_model))
+    recipe = _evaluator_recipe(tmp_path, tiny_model, monkeypatch)
     run = tmp_path / "run"
     run_pipeline(recipe, run, until="critique")
     done = EventLog(run / "events.jsonl").finished()
@@ -204,8 +207,7 @@ def test_a_run_interrupted_during_critic_training_resumes_from_its_checkpoint(
 ) -> None:
     from transformers import TrainerCallback
 
-    monkeypatch.setenv("CAI_CACHE_DIR", str(tmp_path / "cache"))
-    recipe = load_recipe(_evaluator_recipe(tmp_path, tiny_model))
+    recipe = _evaluator_recipe(tmp_path, tiny_model, monkeypatch)
     run = tmp_path / "run"
 
     class Interrupt(TrainerCallback):  # type: ignore[misc]

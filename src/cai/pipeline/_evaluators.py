@@ -39,7 +39,7 @@ from cai.pipeline._recipe import EvaluatorTraining
 from cai.records import SFTExample
 from cai.scoring import compare_template, comparison_chat
 from cai.store import write_records
-from cai.train import META, TrainJob, TrainResult, launch, read_result, run_job
+from cai.train import META, TrainJob, read_result, train
 
 CRITIC_TEMPLATE = "sl_cai_compact"
 """The SL-CAI template a trained critic is trained on and then sent."""
@@ -126,11 +126,7 @@ def _train_evaluator(
         return detail | {"cached": True, "steps": done.steps, "loss": done.final_loss}
     ctx.pool.release(ctx.run_spec(role))
     job = TrainJob(method="sft", base_model=base, data=[str(data)], out_dir=str(out), config=args)
-    res: TrainResult = (
-        launch(job, st.num_processes, st.accelerate_config)
-        if st.num_processes > 1
-        else run_job(job)
-    )
+    res = train(job, st.num_processes, st.accelerate_config)
     tmp = cached.with_name(f".{cached.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(out, tmp)

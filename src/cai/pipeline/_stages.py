@@ -72,7 +72,7 @@ from cai.store import (
     write_prompts,
     write_records,
 )
-from cai.train import TrainJob, TrainResult, launch, run_job
+from cai.train import TrainJob, TrainResult, train
 
 Stage = Callable[[RunContext], dict[str, Any]]
 Comparison = Literal["compare", "helpfulness"]
@@ -230,9 +230,7 @@ def stage_critique(ctx: RunContext) -> dict[str, Any]:
 
 def _train(job: TrainJob, st: _TrainStage) -> TrainResult:
     """Train in this process, or under ``accelerate launch`` on ``st.num_processes``."""
-    if st.num_processes > 1:
-        return launch(job, st.num_processes, st.accelerate_config)
-    return run_job(job)
+    return train(job, st.num_processes, st.accelerate_config)
 
 
 def stage_sft(ctx: RunContext) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from cai.train._distributed import (
     launch,
     launch_command,
     run_job,
+    train,
 )
 
 if TYPE_CHECKING:
@@ -66,6 +67,7 @@ __all__ = [
     "load_reward_model",
     "read_result",
     "run_job",
+    "train",
     "train_dpo",
     "train_reward",
     "train_sft",

@@ -50,9 +50,6 @@ def chat_dicts(messages: Sequence[Message]) -> list[dict[str, str]]:
     return [{"role": m.role, "content": m.content} for m in messages]
 
 
-_chat = chat_dicts
-
-
 def read_sft(paths: Sequence[Path]) -> tuple[list[SFTExample], list[DataFile]]:
     """Every SFTExample in the files, in order; an example must end with an assistant turn."""
     examples: list[SFTExample] = []
@@ -131,7 +128,7 @@ def mix_sft(
 def sft_rows(examples: Sequence[SFTExample]) -> list[Row]:
     """TRL conversational prompt-completion rows: the loss covers the last assistant turn only."""
     return [
-        {"prompt": _chat(ex.messages[:-1]), "completion": _chat(ex.messages[-1:])}
+        {"prompt": chat_dicts(ex.messages[:-1]), "completion": chat_dicts(ex.messages[-1:])}
         for ex in examples
     ]
 
@@ -141,9 +138,9 @@ def preference_rows(records: Sequence[PreferenceRecord], *, margin_scale: float 
     rows: list[Row] = []
     for rec in records:
         row: Row = {
-            "prompt": _chat(rec.prompt),
-            "chosen": _chat(rec.chosen),
-            "rejected": _chat(rec.rejected),
+            "prompt": chat_dicts(rec.prompt),
+            "chosen": chat_dicts(rec.chosen),
+            "rejected": chat_dicts(rec.rejected),
         }
         if margin_scale:
             row["margin"] = margin_scale * rec.margin

@@ -112,3 +112,12 @@ def launch(job: TrainJob, num_processes: int, accelerate_config: str | None = No
     if code != 0 or not (out / META).is_file():
         raise BackendError(f"training launch failed (exit {code}): {' '.join(cmd)}")
     return read_result(out)
+
+
+def train(
+    job: TrainJob, num_processes: int = 1, accelerate_config: str | None = None
+) -> TrainResult:
+    """Train ``job`` in this process, or under ``accelerate launch`` on ``num_processes``."""
+    if num_processes > 1:
+        return launch(job, num_processes, accelerate_config)
+    return run_job(job)

@@ -37,8 +37,7 @@ from cai.train._common import (
     summary,
     train_and_save,
 )
-from cai.train._data import chat_dicts as _chat
-from cai.train._data import mix_sft, read_sft, sft_rows
+from cai.train._data import chat_dicts, mix_sft, read_sft, sft_rows
 
 try:
     from datasets import Dataset
@@ -143,7 +142,7 @@ def assistant_turn_rows(
     a prefix-preserving chat template (ChatML and SmolLM2's are); one that is not is an error."""
     rows = []
     for ex in examples:
-        chat = _chat(ex.messages)
+        chat = chat_dicts(ex.messages)
         text = tokenizer.apply_chat_template(chat, tokenize=False)
         spans = []
         for i, message in enumerate(chat):
