@@ -161,7 +161,10 @@ def _evaluator_recipe(
             "lookalike_limit": 1,
         },
         "generation": {"max_new_tokens": 12, "batch_size": 8},
-        "stages": {"train_critic": settings, "train_feedback": settings},
+        "stages": {
+            "train_critic": settings,
+            "train_feedback": {**settings, "limit": 12, "probe_depths": [1.0]},
+        },
     }
     path = tmp_path / "recipe.yaml"
     path.write_text(json.dumps(data))
@@ -175,12 +178,17 @@ def test_evaluators_train_then_the_run_uses_them_and_a_second_run_reuses_the_ada
     run = tmp_path / "run"
     run_pipeline(recipe, run, until="critique")
     done = EventLog(run / "events.jsonl").finished()
-    for role in ("critic", "feedback"):
+    for role, n, saved in (
+        ("critic", 6, "adapter_config.json"),
+        ("feedback", 12, "reward_probe.json"),
+    ):
         detail = done[f"train_{role}"].detail
         assert done[f"train_{role}"].event == "done" and detail["cached"] is False
-        assert detail["demonstrations"] == 6
-        assert (run / f"models/{role}/adapter_config.json").exists()
+        assert detail["demonstrations"] == n
+        assert (run / f"models/{role}/{saved}").exists()
         assert not (run / f"models/.{role}-checkpoints").exists()  # removed once saved
+    assert done["train_feedback"].detail["method"] == "probe"
+    assert done["train_feedback"].detail["layer"] == 2  # depth 1.0 of the tiny model's 2
     meta = json.loads((run / "models/critic/train_meta.json").read_text())
     assert meta["config"]["all_assistant_turns"] is True and meta["config"]["lora_layers"] == 4
     crit = done["critique"].detail
@@ -188,6 +196,12 @@ def test_evaluators_train_then_the_run_uses_them_and_a_second_run_reuses_the_ada
     assert crit["template"] == "sl_cai_compact/1"
     trace = [json.loads(x) for x in (run / "data/sl_cai.jsonl").read_text().splitlines()]
     assert trace and all(t["models"]["critic"].endswith("models/critic") for t in trace)
+    run_pipeline(recipe, run, until="feedback")  # the probe is calibrated, then labels pairs
+    probe = f"probe:{run / 'models/feedback'}"
+    cal = json.loads((run / "calibration/feedback/calibration.json").read_text())
+    assert cal["judge"] == probe and cal["position_bias"]["value"] == pytest.approx(0.5)
+    labelled = [json.loads(x) for x in (run / "data/judgements.jsonl").read_text().splitlines()]
+    assert labelled and all(j["comparisons"][0]["model"] == probe for j in labelled)
 
     again = tmp_path / "again"
     run_pipeline(recipe, again, until="train_feedback")

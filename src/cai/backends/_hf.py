@@ -161,6 +161,8 @@ def _local_source(path: Path, spec: str, cache_dir: str | Path | None) -> ModelS
         src = _base_source(str(base), spec, cache_dir)
         tok = str(path) if _has_tokenizer(path) else src.tokenizer
         return ModelSource(src.model, src.revision, path, tok)
+    if (path / "reward_probe.json").is_file():
+        raise InputError(f"{path}: a reward probe, not a chat model: load it as probe:{path}")
     if not (path / "config.json").is_file():
         raise InputError(f"{path}: not a model directory (no config.json or adapter_config.json)")
     return ModelSource(str(path))

@@ -20,6 +20,7 @@ _BUILTIN: dict[str, str] = {
     "embedded": "cai.backends._hf:HFBackend",
     "hf": "cai.backends._hf:HFBackend",
     "run": "cai.backends._hf:HFBackend",
+    "probe": "cai.backends._probe:RewardProbeBackend",
     "openai": "cai.backends._openai:OpenAIBackend",
     "gguf": "cai.backends._gguf:GGUFBackend",
     "vllm": "cai.backends._vllm:VLLMBackend",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,5 +63,9 @@ class RunContext:
 
     def trained_spec(self, name: str) -> str | None:
         """``run_spec(name)`` once that model has been trained, else None."""
-        done = (self.path(f"models/{name}") / "train_meta.json").exists()
-        return self.run_spec(name) if done else None
+        meta = self.path(f"models/{name}") / "train_meta.json"
+        if not meta.exists():
+            return None
+        if json.loads(meta.read_text(encoding="utf-8")).get("saved") == "probe":
+            return f"probe:{self.path(f'models/{name}')}"  # a reward probe, not a chat model
+        return self.run_spec(name)

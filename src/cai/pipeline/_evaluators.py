@@ -21,11 +21,15 @@ import hashlib
 import json
 import random
 import shutil
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from cai.backends import cache_root, parse_spec, resolve_spec
+from cai.backends._probe import ProbeFile
 from cai.constitution import (
+    ComparisonDemonstration,
     Constitution,
     bundled_demonstrations_path,
     load_comparison_demonstrations,
@@ -35,11 +39,17 @@ from cai.constitution import (
 from cai.critique import demonstration_chat, sl_cai_template
 from cai.pipeline._context import RunContext, StageSkipped
 from cai.pipeline._models import BATCHED_PREFIXES
-from cai.pipeline._recipe import EvaluatorTraining
+from cai.pipeline._recipe import EvaluatorTraining, FeedbackTraining
 from cai.records import SFTExample
-from cai.scoring import compare_template, comparison_chat
+from cai.scoring import (
+    compare_template,
+    comparison_chat,
+    comparison_pattern,
+    reward_probe_template,
+)
 from cai.store import write_records
-from cai.train import META, TrainJob, read_result, train
+from cai.train import META, DataFile, TrainJob, TrainResult, read_result, train
+from cai.train._data import sha256_file
 
 CRITIC_TEMPLATE = "sl_cai_compact"
 """The SL-CAI template a trained critic is trained on and then sent."""
@@ -95,29 +105,41 @@ def _train_evaluator(
     source: str,
     extra: dict[str, Any],
 ) -> dict[str, Any]:
-    """Train (or take from the cache) the adapter for ``role``; the stage's detail dict."""
+    """Train (or take from the cache) the LoRA adapter for ``role``; the stage's detail dict."""
     data = ctx.path(f"data/{role}_demonstrations.jsonl")
     write_records(data, examples)
     args = st.trainer_args(str(ctx.path(f"models/.{role}-checkpoints")), ctx.recipe.seed)
     args |= {"save_strategy": "steps", "save_steps": st.checkpoint_steps, "save_total_limit": 1}
     args |= extra
-    digest = hashlib.sha256(data.read_bytes()).hexdigest()
+    out = ctx.path(f"models/{role}")
+    job = TrainJob(method="sft", base_model=base, data=[str(data)], out_dir=str(out), config=args)
+    config = {k: v for k, v in args.items() if k != "output_dir"}
+    return _cached(
+        ctx, role, base, data, config, lambda: train(job, st.num_processes, st.accelerate_config)
+    ) | {"demonstrations": len(examples), "source": source}
+
+
+def _cached(
+    ctx: RunContext,
+    role: str,
+    base: str,
+    data: Path,
+    config: dict[str, Any],
+    fit: Callable[[], TrainResult],
+) -> dict[str, Any]:
+    """Copy ``role``'s model from the cache when one was trained from the same data, base,
+    settings and seed; otherwise ``fit`` it into ``models/ROLE`` and cache it."""
     key_src = {
         "format": CACHE_FORMAT,
         "role": role,
         "base": _base_identity(base),
-        "data": digest,
-        "config": {k: v for k, v in args.items() if k != "output_dir"},
+        "data": hashlib.sha256(data.read_bytes()).hexdigest(),
+        "config": config,
     }
     key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()[:20]
     cached = cache_root() / "adapters" / f"{role}-{key}"
     out = ctx.path(f"models/{role}")
-    detail: dict[str, Any] = {
-        "demonstrations": len(examples),
-        "source": source,
-        "base": base,
-        "cache_key": key,
-    }
+    detail: dict[str, Any] = {"base": base, "cache_key": key}
     if (cached / META).is_file():
         if out.exists():
             shutil.rmtree(out)
@@ -125,8 +147,8 @@ def _train_evaluator(
         done = read_result(out)
         return detail | {"cached": True, "steps": done.steps, "loss": done.final_loss}
     ctx.pool.release(ctx.run_spec(role))
-    job = TrainJob(method="sft", base_model=base, data=[str(data)], out_dir=str(out), config=args)
-    res = train(job, st.num_processes, st.accelerate_config)
+    ctx.pool.release(f"probe:{out}")
+    res = fit()
     tmp = cached.with_name(f".{cached.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(out, tmp)
@@ -175,11 +197,71 @@ def stage_train_feedback(ctx: RunContext) -> dict[str, Any]:
     constitution = _demo_constitution(ctx, st)
     demos = load_comparison_demonstrations(st.demonstrations, constitution=constitution)
     picked = _sample(demos, _limit(ctx, st), ctx.recipe.seed)
-    examples = [SFTExample(id=d.id, messages=comparison_chat(constitution, d)) for d in picked]
     source = st.demonstrations or str(bundled_demonstrations_path("comparison"))
-    detail = _train_evaluator(ctx, "feedback", base, st, examples, source, {})
-    slot_a = sum(d.label == "a" for d in picked)
-    return detail | {"template": compare_template().id, "label_a_share": slot_a / len(picked)}
+    slot_a = sum(d.label == "a" for d in picked) / len(picked)
+    if st.method == "lora":
+        examples = [SFTExample(id=d.id, messages=comparison_chat(constitution, d)) for d in picked]
+        detail = _train_evaluator(ctx, "feedback", base, st, examples, source, {})
+        return detail | {
+            "method": "lora",
+            "template": compare_template().id,
+            "label_a_share": slot_a,
+        }
+    return _train_probe(ctx, base, st, constitution, picked, source) | {"label_a_share": slot_a}
+
+
+def _train_probe(
+    ctx: RunContext,
+    base: str,
+    st: FeedbackTraining,
+    constitution: Constitution,
+    picked: list[ComparisonDemonstration],
+    source: str,
+) -> dict[str, Any]:
+    """The feedback model as a reward probe on the comparison demonstrations."""
+    from cai.train.probe import ProbeConfig, ProbePair, train_reward_probe
+
+    data = ctx.path("data/feedback_demonstrations.jsonl")
+    write_records(data, picked)
+    pairs = [
+        ProbePair(
+            question=constitution.principle(d.principle_id).compare,
+            prompt=d.prompt,
+            response_a=d.response_a,
+            response_b=d.response_b,
+            a_better=d.label == "a",
+        )
+        for d in picked
+    ]
+    cfg = ProbeConfig(
+        depths=tuple(st.probe_depths),
+        l2=tuple(st.probe_l2),
+        max_length=st.max_length,
+        seed=ctx.recipe.seed,
+    )
+    tpl = reward_probe_template()
+    user_turn = tpl.parts["user_turn"]
+    pattern = comparison_pattern()
+    config = {"method": "probe", **asdict(cfg), "user_turn": user_turn, "pattern": pattern}
+    out = ctx.path("models/feedback")
+    file = DataFile(path=str(data), sha256=sha256_file(data), records=len(picked))
+
+    def fit() -> TrainResult:
+        return train_reward_probe(
+            base, pairs, out, cfg, user_turn=user_turn, request_pattern=pattern, data=[file]
+        )
+
+    detail = _cached(ctx, "feedback", base, data, config, fit)
+    probe = ProbeFile.read(out)
+    return detail | {
+        "method": "probe",
+        "demonstrations": len(picked),
+        "source": source,
+        "template": tpl.id,
+        "layer": probe.layer,
+        "cv_accuracy": probe.fit["chosen"]["cv_accuracy"],
+        "l2": probe.fit["chosen"]["l2"],
+    }
 
 
 def critic_spec(ctx: RunContext) -> str:

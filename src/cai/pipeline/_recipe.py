@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cai.store import load_yaml_model
 from cai.train import Distributed
@@ -173,6 +173,34 @@ class EvaluatorTraining(_TrainStage):
     """Optimizer steps between checkpoints (an interrupted stage resumes from the last)."""
 
 
+class FeedbackTraining(EvaluatorTraining):
+    """Training the feedback model: a reward probe (default) or a LoRA adapter that answers the
+    comparison with a letter.
+
+    ``probe``: the frozen model reads each reply (principle question and request in the user
+    turn) and a linear head on one layer's mean hidden state, fitted to convergence, scores it;
+    the layer and L2 strength are chosen by cross-validation on the training demonstrations.
+    It needs forward passes only (no backward pass) and has no position bias by construction.
+    ``lora``: the adapter settings above; on the embedded model one CPU epoch of it learned to
+    answer "B" (bench/README.md).
+    """
+
+    method: Literal["probe", "lora"] = "probe"
+    """The feedback model's form: a reward probe (``probe:models/feedback``) or a LoRA adapter
+    (``run:models/feedback``)."""
+    probe_depths: list[float] = Field(default_factory=lambda: [0.4, 0.55, 0.7, 0.85])
+    """Probe only: candidate layers as fractions of the model's depth."""
+    probe_l2: list[float] = Field(default_factory=lambda: [1e-3, 1e-2, 1e-1])
+    """Probe only: candidate L2 strengths (chosen with the layer by cross-validation)."""
+
+    @field_validator("probe_depths")
+    @classmethod
+    def _depths(cls, v: list[float]) -> list[float]:
+        if not v or any(not 0 < d <= 1 for d in v):
+            raise ValueError("probe_depths must be fractions in (0, 1]")
+        return v
+
+
 class PairsStage(_Section):
     """Sampling two responses per prompt from the SFT model."""
 
@@ -301,9 +329,9 @@ class Stages(_Section):
     train_critic: EvaluatorTraining = EvaluatorTraining(limit=144)
     """The critic trained on the critique-and-revision demonstrations (models/critic); the
     critique stage then sends it the compact template with no worked examples."""
-    train_feedback: EvaluatorTraining = EvaluatorTraining(limit=128)
-    """The feedback model trained on the comparison demonstrations (models/feedback); it
-    replaces ``models.feedback[0]`` in calibrate and feedback."""
+    train_feedback: FeedbackTraining = FeedbackTraining()
+    """The feedback model trained on the comparison demonstrations (models/feedback), a reward
+    probe by default; it replaces ``models.feedback[0]`` in calibrate and feedback."""
     critique: CritiqueStage = CritiqueStage()
     """SL-CAI."""
     sft: SFTStage = SFTStage()

@@ -168,6 +168,18 @@ def evaluator_status(run_dir: Path) -> list[tuple[str, str]]:
             out.append((role, f"not trained: {d.get('reason', '')}"))
         elif ev.event == "failed":
             out.append((role, f"FAILED, not trained: {d.get('error', '')}"))
+        elif d.get("method") == "probe":
+            how = "reused from the cache" if d.get("cached") else "fitted"
+            cv = d.get("cv_accuracy")
+            cv_s = f"{cv:.3f}" if isinstance(cv, int | float) else "?"
+            out.append(
+                (
+                    role,
+                    f"reward probe {how} on {d.get('demonstrations')} demonstrations from "
+                    f"{d.get('source')} (layer {d.get('layer')}, cross-validated accuracy on "
+                    f"them {cv_s}; base {d.get('base')}; template {d.get('template')})",
+                )
+            )
         else:
             how = "reused from the adapter cache" if d.get("cached") else "trained"
             loss = d.get("loss")
@@ -185,9 +197,11 @@ def evaluator_status(run_dir: Path) -> list[tuple[str, str]]:
 
 def _evaluators(ctx: RunContext) -> str:
     note = (
-        "<p>The critic and the feedback model are LoRA adapters trained on constitutional "
+        "<p>The critic (a LoRA adapter) and the feedback model (a reward probe on the frozen "
+        "model's hidden states, or a LoRA adapter) are trained on constitutional "
         "demonstrations (principle in the input) before the run uses them; the policy never "
-        "trains on the demonstrations.</p>"
+        "trains on the demonstrations. How far the feedback model agrees with labels is in "
+        "the calibration section.</p>"
     )
     return note + _table(evaluator_status(ctx.run_dir), ("evaluator", "status"))
 

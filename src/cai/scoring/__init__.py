@@ -24,8 +24,10 @@ from cai.scoring._compare import (
     compare_messages,
     compare_template,
     comparison_chat,
+    comparison_pattern,
     p_slot_a,
     reasoning_request,
+    reward_probe_template,
     sigmoid,
 )
 from cai.scoring._degenerate import (
@@ -124,6 +126,7 @@ __all__ = [
     "compare_messages",
     "compare_template",
     "comparison_chat",
+    "comparison_pattern",
     "decision_rate",
     "degenerate_reply",
     "detector_names",
@@ -146,6 +149,7 @@ __all__ = [
     "refusal_template",
     "register_detector",
     "repeats",
+    "reward_probe_template",
     "score_predictions",
     "sigmoid",
     "similar",

@@ -12,6 +12,7 @@ caller does with the probabilities. The feedback stage labels training pairs wit
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -27,6 +28,26 @@ LETTERS = ("A", "B")
 def compare_template() -> PromptTemplate:
     """The bundled comparison template."""
     return load_template("cai.scoring.templates", "compare.yaml")
+
+
+@lru_cache(maxsize=1)
+def reward_probe_template() -> PromptTemplate:
+    """The reward probe's user turn (principle question, then the request)."""
+    return load_template("cai.scoring.templates", "reward_probe.yaml")
+
+
+def comparison_pattern() -> str:
+    """A regular expression (for ``re.DOTALL``) matching a rendered ``compare_request``, with
+    groups ``prompt``, ``response_a``, ``response_b`` and ``question``: how a reward probe finds
+    the two replies in the requests this module writes. A reply that itself contains the
+    literal text between two slots (a blank line, then "(B) ") can be split at the wrong place.
+    """
+    text = compare_template().parts["compare_request"]
+    out, pos = "", 0
+    for m in re.finditer(r"\{(\w+)\}", text):
+        out += re.escape(text[pos : m.start()]) + f"(?P<{m[1]}>.*?)"
+        pos = m.end()
+    return out + re.escape(text[pos:])
 
 
 def sigmoid(x: float) -> float:

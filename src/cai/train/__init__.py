@@ -3,6 +3,8 @@
 - ``cai.train.sft``: ``CaiSFTConfig``, ``train_sft`` (SL-CAI revisions mixed with helpfulness data)
 - ``cai.train.dpo``: ``CaiDPOConfig``, ``train_dpo`` (AI-feedback preferences, soft labels)
 - ``cai.train.reward``: ``CaiRewardConfig``, ``train_reward``, ``load_reward_model``
+- ``cai.train.probe``: ``ProbeConfig``, ``train_reward_probe`` (a linear reward head on a frozen
+  model's hidden states, fitted by cross-validation; loads as ``probe:OUT_DIR``)
 
 ``cai.train.launch`` runs a ``TrainJob`` file; ``launch`` starts it on N processes under
 accelerate, with a DDP, FSDP or DeepSpeed ZeRO preset (``distributed_args``).
@@ -37,6 +39,7 @@ from cai.train._distributed import (
 
 if TYPE_CHECKING:
     from cai.train.dpo import CaiDPOConfig, train_dpo
+    from cai.train.probe import ProbeConfig, ProbePair, train_reward_probe
     from cai.train.reward import CaiRewardConfig, load_reward_model, train_reward
     from cai.train.sft import CaiSFTConfig, train_sft
 
@@ -48,6 +51,9 @@ _LAZY = {
     "CaiRewardConfig": "reward",
     "train_reward": "reward",
     "load_reward_model": "reward",
+    "ProbeConfig": "probe",
+    "ProbePair": "probe",
+    "train_reward_probe": "probe",
 }
 
 __all__ = [
@@ -58,6 +64,8 @@ __all__ = [
     "CaiSFTConfig",
     "DataFile",
     "Distributed",
+    "ProbeConfig",
+    "ProbePair",
     "TrainJob",
     "TrainResult",
     "deepspeed_config",
@@ -70,6 +78,7 @@ __all__ = [
     "train",
     "train_dpo",
     "train_reward",
+    "train_reward_probe",
     "train_sft",
 ]
 

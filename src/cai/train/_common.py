@@ -57,8 +57,9 @@ class TrainResult(Strict):
     """The base model dir (or hub id) the spec resolved to."""
     base_adapter: str | None = None
     """The base spec's LoRA adapter dir, continued (LoRA) or merged (full fine-tune)."""
-    saved: Literal["adapter", "full"]
-    """What ``out_dir`` holds: a PEFT adapter on ``base_path``, or a full model."""
+    saved: Literal["adapter", "full", "probe"]
+    """What ``out_dir`` holds: a PEFT adapter on ``base_path``, a full model, or a reward probe
+    (a linear head on ``base_path``'s hidden states, ``cai.train.probe``)."""
     out_dir: str
     """Where the model, tokenizer and this record were saved; load it as ``run:OUT_DIR``."""
     data: list[DataFile]
@@ -84,8 +85,8 @@ class TrainResult(Strict):
 
     @property
     def spec(self) -> str:
-        """The model spec of the trained model."""
-        return f"run:{self.out_dir}"
+        """The model spec of the trained model (``probe:`` for a reward probe)."""
+        return f"{'probe' if self.saved == 'probe' else 'run'}:{self.out_dir}"
 
 
 @dataclass
