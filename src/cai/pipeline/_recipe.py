@@ -54,7 +54,7 @@ class Prompts(_Section):
     lookalike: list[str] = ["builtin:borderline"]
     """Safe requests that look harmful: the policy's own non-refusing answers join the SFT
     mix, so it learns where the boundary is, not to refuse."""
-    lookalike_limit: int = Field(24, ge=0)
+    lookalike_limit: int = Field(48, ge=0)
     """Look-alike prompts used (0: none)."""
 
 
@@ -135,7 +135,7 @@ class _TrainStage(_Section):
 class SFTStage(_TrainStage):
     """Supervised fine-tuning on revisions plus helpfulness data (TRL SFTTrainer)."""
 
-    helpful_ratio: float = Field(1.5, ge=0)
+    helpful_ratio: float = Field(2.0, ge=0)
     """Helpfulness examples (ordinary and safe look-alike answers) per revision example."""
     learning_rate: float = Field(1e-3, gt=0)
     """Peak learning rate (a LoRA on 4 layers and ~50 steps needs a high one)."""
