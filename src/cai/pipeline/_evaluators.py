@@ -1,18 +1,21 @@
 """The evaluator-training stages of ``cai run``: the critic and the feedback model learn their
 jobs from constitutional demonstrations before the run uses them.
 
-Owns: turning the demonstration files into training chats (the critic's compact SL-CAI chat
-with both assistant turns, the feedback model's comparison chat answered with a letter), the
-seeded sample, the cross-run adapter cache (``<cai cache>/adapters/``, keyed by demonstrations,
-base model, constitution, settings and seed) and which spec each role then resolves to.
+Owns: turning the demonstration files into training data (the critic's compact SL-CAI chat
+with both assistant turns; for the feedback model the labelled pairs of a reward probe, or with
+``method: lora`` its comparison chat answered with a letter), the seeded sample, the cross-run
+cache (``<cai cache>/adapters/``, keyed by demonstrations, base model, settings and seed) and
+which spec each role then resolves to (``run:`` for an adapter, ``probe:`` for a probe).
 Must not know: how training, critique or comparison work inside; it renders through
 ``cai.critique`` and ``cai.scoring`` and trains through ``cai.train``.
 
 The small embedded model cannot critique, revise or judge by prompting (it ignores
 instructions and sits at chance as a judge); a LoRA adapter trained on a few hundred worked
-demonstrations, principle in the input, gives it the format and the boundary. The demonstrations
-train the evaluators only: the policy learns from what the trained critic and feedback model
-produce on other prompts.
+demonstrations, principle in the input, gives the critic the format and the boundary. A letter-
+answering adapter did not learn the comparison in a CPU's budget, so the feedback model is by
+default a reward probe: a linear head on the frozen model's hidden states over each reply.
+The demonstrations train the evaluators only: the policy learns from what the trained critic
+and feedback model produce on other prompts.
 """
 
 from __future__ import annotations
