@@ -215,3 +215,20 @@ def test_cli_eval_on_mock(tmp_path: Path) -> None:
     assert (out / "cache.sqlite").exists() and (out / "responses.jsonl").exists()
     bad = CliRunner().invoke(cli, [*args[:3], "--name", "a", "--name", "b", "--out", str(out)])
     assert bad.exit_code == 2 and "one --name per --model" in bad.output
+
+
+def test_the_progress_total_counts_every_request_the_evaluation_reports() -> None:
+    from cai.evaluate import request_count
+
+    done = 0
+
+    def advance(n: int, _tokens: int) -> None:
+        nonlocal done
+        done += n
+
+    models = {"base": _mock(), "sft": _mock(), "dpo": _mock()}
+    evaluate_models(models, SUITES, RuleDetector(), _mock(), SamplingParams(), on_progress=advance)
+    assert done == request_count(list(models), SUITES, judge=True) == 15 * 3 + 2 * 5 * 2
+    done = 0
+    evaluate_models(models, SUITES, RuleDetector(), None, SamplingParams(), on_progress=advance)
+    assert done == request_count(list(models), SUITES, judge=False) == 45

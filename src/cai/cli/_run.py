@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
@@ -14,6 +14,7 @@ from cai.pipeline import (
     StageOutcome,
     console,
     evaluator_status,
+    library_output_to,
     load_recipe,
     recipe_fields,
     run_pipeline,
@@ -49,6 +50,40 @@ def instrument_lines(run_dir: Path) -> list[str]:
             what = "win rates" if c.role == "judge" else "preference labels"
             lines.append(f"    its {what} are marked 'judge not validated', not results")
     return lines
+
+
+_WORDS = ("reason", "error")
+"""Detail keys whose text is shown in full (wrapped), however long."""
+
+
+def _value(v: object) -> str | None:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, str) and len(v) <= 40:
+        return v
+    return None
+
+
+def stage_summary(detail: dict[str, object]) -> str:
+    """A stage's detail as ``key value`` items for the end-of-run table: numbers, flags and
+    short texts (one level of nesting as ``outer.inner``), reasons and errors in full; paths,
+    lists and long texts are left to ``events.jsonl``. Items are separated by ``; `` so a
+    narrow terminal wraps between words, never inside a figure."""
+    items = []
+    for key, v in detail.items():
+        if key in _WORDS and isinstance(v, str):
+            items.append(f"{key}: {v}")
+        elif isinstance(v, dict):
+            items += [
+                f"{key}.{k} {shown}" for k, sub in v.items() if (shown := _value(sub)) is not None
+            ]
+        elif (shown := _value(v)) is not None:
+            items.append(f"{key} {shown}")
+    return "; ".join(items)
 
 
 def _show(outcome: StageOutcome) -> None:
@@ -96,6 +131,12 @@ def _show(outcome: StageOutcome) -> None:
     default=None,
     help="Ray actors per model (default: the recipe's ray.workers).",
 )
+@click.option(
+    "--verbose",
+    is_flag=True,
+    help="Show library output (warnings, loading bars, trainer logs) here instead of in "
+    "RUN_DIR/run.log.",
+)
 def run(
     recipe: Path | None,
     run_dir: Path | None,
@@ -104,6 +145,7 @@ def run(
     until: str | None,
     ray_address: str | None,
     ray_workers: int | None,
+    verbose: bool,
 ) -> None:
     """Run the Constitutional AI pipeline: SL-CAI, SFT, AI feedback, DPO and evaluation.
 
@@ -120,14 +162,19 @@ def run(
             ray.workers = ray_workers
         rec = rec.model_copy(update={"ray": ray})
     out = run_dir or Path("runs") / rec.name
-    outcomes = run_pipeline(
-        rec, out, limit=limit, from_stage=from_stage, until=until, on_stage=_show
-    )
+    log = out / "run.log"
+    with nullcontext(False) if verbose else library_output_to(log) as quiet:
+        if quiet:
+            console.print(f"library output: {log} (--verbose shows it here)", markup=False)
+        outcomes = run_pipeline(
+            rec, out, limit=limit, from_stage=from_stage, until=until, on_stage=_show
+        )
     table = Table(title=f"cai run {rec.name}")
-    for col in ("stage", "status", "seconds", "detail"):
-        table.add_column(col)
+    for col in ("stage", "status", "seconds"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("detail (all of it: events.jsonl)", overflow="fold")
     for o in outcomes:
-        table.add_row(o.stage, o.status, f"{o.seconds:.0f}", json.dumps(o.detail)[:90])
+        table.add_row(o.stage, o.status, f"{o.seconds:.0f}", stage_summary(o.detail))
     console.print(table)
     for role, status in evaluator_status(out):
         console.print(f"{role}: {status}", markup=False, highlight=False)

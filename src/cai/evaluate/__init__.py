@@ -28,7 +28,7 @@ from cai.evaluate._labels import HarmLabel, LabelSet, PairLabel, load_labels
 from cai.evaluate._metrics import DEFINITIONS, cross_check_metrics, model_metrics
 from cai.evaluate._outputs import sample_examples, write_outputs
 from cai.evaluate._report import render_report
-from cai.evaluate._run import EvalResult, evaluate_models
+from cai.evaluate._run import EvalResult, evaluate_models, request_count
 from cai.evaluate._schema import (
     ASI,
     METRIC_NAMES,
@@ -108,6 +108,7 @@ __all__ = [
     "read_calibration",
     "register_shift",
     "render_report",
+    "request_count",
     "sample_examples",
     "shift_names",
     "write_calibration",

@@ -154,6 +154,25 @@ def _judge(
     ]
 
 
+def request_count(
+    models: Sequence[str],
+    suites: Sequence[Suite],
+    *,
+    judge: bool,
+    shifts: int = 0,
+    baseline: str = "base",
+) -> int:
+    """The requests ``evaluate_models`` reports to ``on_progress``: every prompt per model and
+    shift family, plus two judge orderings per helpful prompt of each model compared with the
+    baseline."""
+    n = sum(len(s.prompts) for s in suites)
+    total = n * len(models) * (1 + shifts)
+    helpful = sum(len(s.prompts) for s in suites if s.kind == "helpful")
+    if judge and helpful and baseline in models:
+        total += 2 * helpful * (len(models) - 1)
+    return total
+
+
 def evaluate_models(
     models: Mapping[str, Backend],
     suites: Sequence[Suite],

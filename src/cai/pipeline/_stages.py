@@ -24,6 +24,7 @@ from cai.evaluate import (
     evaluate_models,
     judge_check,
     load_suites,
+    request_count,
     write_calibration,
     write_outputs,
 )
@@ -466,8 +467,7 @@ def stage_evaluate(ctx: RunContext) -> dict[str, Any]:
         human = _calibrate(ctx, judge)  # human labels outrank the bundled pairs
         validation = judge_validation(human.kappa, f"{ev.calibration_labels} (human labels)")
     shifter = ctx.pool.get(ev.shift_model) if ev.shift_model and ev.shifts else None
-    n = sum(len(s.prompts) for s in suites)
-    total = n * len(models) * (1 + len(ev.shifts))
+    total = request_count(list(models), suites, judge=judge is not None, shifts=len(ev.shifts))
     with request_progress(total, "evaluate") as advance:
         result = evaluate_models(
             backends,
