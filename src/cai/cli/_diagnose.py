@@ -17,7 +17,7 @@ from cai.critique._diagnose import SafeReply, diagnose
 from cai.errors import InputError
 from cai.evaluate import ResponseRecord
 from cai.records import SamplingParams, SLCAIRecord
-from cai.store import read_jsonl
+from cai.store import read_jsonl, run_file
 
 _SAFE = ("borderline", "helpful")
 _REFUSED = ("full_refusal", "partial_refusal")
@@ -82,7 +82,7 @@ def diagnose_cmd(
     wording of the most implicated ones. Writes RUN_DIR/diagnosis.json.
     """
     responses = run_dir / "responses.jsonl"
-    trace = run_dir / "data" / "sl_cai.jsonl"
+    trace = run_file(run_dir, "data/sl_cai.jsonl")
     for p in (responses, trace):
         if not p.exists():
             raise InputError(

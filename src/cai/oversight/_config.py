@@ -93,10 +93,13 @@ class OversightConfig(_Model):
             "data/redteam.jsonl",
             "redteam/before/attempts.jsonl",
             "redteam/after/attempts.jsonl",
+            "attempts.jsonl",
         ],
     }
     """Adapter name -> run-relative files (a single file may be given as a string); missing files
-    are skipped."""
+    are skipped. A ``data/`` file is also found at the top of the directory, and
+    ``attempts.jsonl`` is ``cai redteam --out DIR``'s archive, so a command's out dir is
+    overseen like a run directory."""
     levels: list[Level] = [
         Level(id="L0", kind="source", description="the label the workflow wrote"),
         Level(id="L1", kind="rules", description="rule-based refusal detector"),

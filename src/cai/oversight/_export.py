@@ -18,7 +18,7 @@ from cai.oversight._config import OversightConfig
 from cai.oversight._records import ReviewedPreference
 from cai.oversight._store import STORE_FILE, VerdictStore
 from cai.records import Message, PreferenceRecord, SFTExample, SLCAIRecord
-from cai.store import read_jsonl, write_records
+from cai.store import read_jsonl, run_file, write_records
 
 PREFERENCES = "data/preferences.jsonl"
 REVIEWED_PREFERENCES = "data/preferences.reviewed.jsonl"
@@ -36,7 +36,7 @@ class CheckpointNotMet(CaiError):
 def export_reviewed(run_dir: str | Path, store: VerdictStore) -> Path | None:
     """Rewrite the reviewed preference file from the current verdicts (None: no preferences)."""
     run = Path(run_dir)
-    src = run / PREFERENCES
+    src = run_file(run, PREFERENCES)
     if not src.exists():
         return None
     human = store.current()
@@ -60,39 +60,41 @@ def export_reviewed(run_dir: str | Path, store: VerdictStore) -> Path | None:
                 swapped=swapped,
             )
         )
-    return write_records(run / REVIEWED_PREFERENCES, rows)
+    return write_records(src.with_name(Path(REVIEWED_PREFERENCES).name), rows)
 
 
 def training_preferences(run_dir: str | Path) -> list[PreferenceRecord]:
     """The preferences a trainer should use: the reviewed file when there is one (rewritten
     first from the current verdicts when the run has a verdict store, so it is never stale)."""
     run = Path(run_dir)
-    if (run / STORE_FILE).exists() and (run / PREFERENCES).exists():
+    src = run_file(run, PREFERENCES)
+    if (run / STORE_FILE).exists() and src.exists():
         with VerdictStore(run / STORE_FILE) as store:
             export_reviewed(run, store)
-    reviewed = run / REVIEWED_PREFERENCES
+    reviewed = src.with_name(Path(REVIEWED_PREFERENCES).name)
     if reviewed.exists():
         return [r.training_record() for r in read_jsonl(reviewed, ReviewedPreference)]
-    return list(read_jsonl(run / PREFERENCES, PreferenceRecord))
+    return list(read_jsonl(src, PreferenceRecord))
 
 
 def export_reviewed_sft(run_dir: str | Path, store: VerdictStore) -> Path | None:
     """Rewrite the reviewed SFT file: a human 'reject' drops a revision, a human 'accept' of a
     trace the AI checks called degenerate adds it; ``label_source`` says who decided."""
     run = Path(run_dir)
-    if not (run / SFT).exists() or not (run / SL_CAI).exists():
+    sft, sl_cai = run_file(run, SFT), run_file(run, SL_CAI)
+    if not sft.exists() or not sl_cai.exists():
         return None
     human = store.current()
     rows: list[SFTExample] = []
     kept: set[str] = set()
-    for ex in read_jsonl(run / SFT, SFTExample):
+    for ex in read_jsonl(sft, SFTExample):
         v = human.get(f"sl_cai:{ex.id}")
         kept.add(ex.id)
         if v is None:
             rows.append(ex)
         elif v.label == "accept":
             rows.append(ex.model_copy(update={"label_source": "human"}))
-    for rec in read_jsonl(run / SL_CAI, SLCAIRecord):
+    for rec in read_jsonl(sl_cai, SLCAIRecord):
         v = human.get(f"sl_cai:{rec.id}")
         if rec.id in kept or v is None or v.label != "accept" or not rec.final.strip():
             continue
@@ -101,7 +103,7 @@ def export_reviewed_sft(run_dir: str | Path, store: VerdictStore) -> Path | None
             Message(role="assistant", content=rec.final),
         ]
         rows.append(SFTExample(id=rec.id, messages=messages, label_source="human"))
-    return write_records(run / REVIEWED_SFT, rows)
+    return write_records(sft.with_name(Path(REVIEWED_SFT).name), rows)
 
 
 def training_sft(run_dir: str | Path) -> Path:
@@ -113,7 +115,7 @@ def training_sft(run_dir: str | Path) -> Path:
             out = export_reviewed_sft(run, store)
         if out is not None:
             return out
-    return run / SFT
+    return run_file(run, SFT)
 
 
 def checkpoint_gap(run_dir: str | Path, cfg: OversightConfig, stage: str) -> str | None:

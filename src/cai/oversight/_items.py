@@ -17,7 +17,7 @@ from cai.constitution import Constitution
 from cai.errors import InputError
 from cai.oversight._records import CritiqueView, PrincipleView, ReviewItem, Shown
 from cai.records import PairRecord, PreferenceRecord, SLCAIRecord
-from cai.store import read_jsonl, read_jsonl_dicts
+from cai.store import read_jsonl, read_jsonl_dicts, run_file
 
 Adapter = Callable[[Path, Path, Constitution], Iterator[ReviewItem]]
 """(run_dir, file, constitution) -> items."""
@@ -190,7 +190,7 @@ def load_items(
         if name not in ADAPTERS:
             raise InputError(f"unknown oversight source {name!r}: known are {sorted(ADAPTERS)}")
         for rel in files:
-            path = run_dir / rel
+            path = run_file(run_dir, rel)
             if path.exists():
                 items += ADAPTERS[name](run_dir, path, constitution)
     return items

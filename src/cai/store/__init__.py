@@ -17,6 +17,7 @@ from cai.store._jsonl import (
     write_json,
     write_records,
 )
+from cai.store._layout import run_file
 from cai.store._prompt_sets import (
     BUILTIN_SETS,
     TEXT_COLUMNS,
@@ -57,6 +58,7 @@ __all__ = [
     "read_jsonl_numbered",
     "read_table",
     "read_text",
+    "run_file",
     "validate_tree",
     "write_json",
     "write_prompts",
