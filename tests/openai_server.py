@@ -41,6 +41,8 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     """Seconds to wait before answering (to trip client timeouts or test concurrency)."""
+    cut: bool = False
+    """Send the headers and half the body, then close the connection."""
 
 
 @dataclass
@@ -122,12 +124,60 @@ def echo(body: Any) -> Reply:
     return chat_reply(" ".join(words), finish, prompt_tokens=prompt)
 
 
+FAULTS = (
+    "http_500",
+    "http_429",
+    "timeout",
+    "cut_body",
+    "not_json",
+    "no_choices",
+    "two_choices",
+    "no_logprobs",
+    "nan_logprobs",
+)
+"""What ``inject`` may do to a request instead of answering it (the last two only to requests
+that ask for logprobs; a generation request gets ``no_choices`` in their place)."""
+
+
+def faulty(kind: str, good: Reply, wants_logprobs: bool, timeout_delay: float) -> Reply:
+    """``good`` turned into fault ``kind``."""
+    if kind in ("no_logprobs", "nan_logprobs") and not wants_logprobs:
+        kind = "no_choices"
+    if kind == "http_500":
+        return Reply(status=500)
+    if kind == "http_429":
+        return Reply(status=429, headers={"Retry-After": "0"})
+    if kind == "timeout":
+        return Reply(status=good.status, body=good.body, delay=timeout_delay)
+    if kind == "cut_body":
+        return Reply(status=good.status, body=good.body, cut=True)
+    if kind == "not_json":
+        return Reply(body="<html>502 Bad Gateway</html>")
+    if kind == "no_choices":
+        return Reply(body={"object": "chat.completion", "choices": []})
+    body = json.loads(json.dumps(good.body))
+    if kind == "two_choices":
+        wrong = {"index": 1, "message": {"role": "assistant", "content": "WRONG"}}
+        body["choices"] = [dict(wrong, index=0), *body["choices"]]
+    elif kind == "no_logprobs":
+        body["choices"][0].pop("logprobs", None)
+    elif kind == "nan_logprobs":
+        entry = body["choices"][0]["logprobs"]["content"][0]
+        entry["logprob"] = float("nan")
+        for alt in entry.get("top_logprobs") or []:
+            alt["logprob"] = float("nan")
+    return Reply(body=body)
+
+
 class FakeOpenAIServer:
     """Context manager: ``base_url`` is ``http://127.0.0.1:PORT/v1`` while it is open."""
 
     def __init__(self, *, delay: float = 0.0) -> None:
         self.delay = delay
         """Extra seconds every request waits (on top of a scripted reply's own delay)."""
+        self.faults: dict[str, int] = {}
+        """Faults sent so far, by kind (see ``inject``)."""
+        self._inject: tuple[float, Any, tuple[str, ...], float] | None = None
         self.received: list[Received] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -144,6 +194,32 @@ class FakeOpenAIServer:
             raise ValueError("script() needs at least one reply")
         with self._lock:
             self._rules.append((trigger, list(replies)))
+
+    def inject(
+        self,
+        rate: float,
+        *,
+        seed: int = 0,
+        kinds: tuple[str, ...] = FAULTS,
+        timeout_delay: float = 1.0,
+    ) -> None:
+        """From now on answer each chat request, with probability ``rate``, with a fault drawn
+        from ``kinds`` instead (seeded; ``timeout_delay`` is how long a "timeout" waits)."""
+        import random
+
+        with self._lock:
+            self._inject = (rate, random.Random(seed), kinds, timeout_delay)
+
+    def _maybe_fault(self, body: Any, good: Reply) -> Reply:
+        with self._lock:
+            if self._inject is None:
+                return good
+            rate, rng, kinds, timeout_delay = self._inject
+            if rng.random() >= rate:
+                return good
+            kind = rng.choice(kinds)
+            self.faults[kind] = self.faults.get(kind, 0) + 1
+        return faulty(kind, good, bool(body.get("logprobs")), timeout_delay)
 
     def hits(self, trigger: str) -> int:
         """How many chat requests had ``trigger`` in their last user message."""
@@ -229,7 +305,7 @@ class _Handler(BaseHTTPRequestHandler):
             elif not isinstance(body, dict):
                 reply = Reply(status=400, body={"error": {"message": "body is not a JSON object"}})
             else:
-                reply = fake._next_reply(body)
+                reply = fake._maybe_fault(body, fake._next_reply(body))
             time.sleep(fake.delay + reply.delay)
         finally:
             # Counted down before the answer goes out, so a client that sends its next request
@@ -254,4 +330,9 @@ class _Handler(BaseHTTPRequestHandler):
             for k, v in reply.headers.items():
                 self.send_header(k, v)
             self.end_headers()
+            if reply.cut:
+                self.wfile.write(payload[: len(payload) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                return
             self.wfile.write(payload)

@@ -206,9 +206,13 @@ def test_4xx_is_not_retried(server: FakeOpenAIServer, make: Make) -> None:
         ({"object": "chat.completion"}, "no choices"),
         ({"choices": [{"text": "completion-style"}]}, "no message"),
         ([1, 2, 3], "not a JSON object"),
+        (
+            {"choices": [{"message": {"content": "x"}}, {"message": {"content": "y"}}]},
+            "2 choices, expected 1",
+        ),
     ],
 )
-def test_garbage_response_is_an_error_naming_the_request(
+def test_garbage_response_is_retried_then_an_error_naming_the_request(
     server: FakeOpenAIServer, make: Make, body: Any, expected: str
 ) -> None:
     server.script("garbage", Reply(body=body))
@@ -219,7 +223,31 @@ def test_garbage_response_is_an_error_naming_the_request(
     assert out[1].error.startswith(f"request 1: POST {server.base_url}/chat/completions")
     assert expected in out[1].error
     assert "\n" not in out[1].error
-    assert server.hits("garbage") == 1
+    attempts = FAST["max_retries"] + 1
+    assert f"gave up after {attempts} attempts" in out[1].error
+    assert server.hits("garbage") == attempts
+
+
+def test_garbage_once_then_a_good_answer_is_the_good_answer(
+    server: FakeOpenAIServer, make: Make
+) -> None:
+    server.script(
+        "flaky",
+        Reply(body="<html>oops</html>"),
+        Reply(body={"choices": []}),
+        chat_reply("echo: flaky"),
+    )
+    out = make().generate(users("flaky"), SamplingParams())
+    assert out[0].text == "echo: flaky" and out[0].finish_reason == "stop"
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 0.5])
+def test_a_logprob_that_is_not_a_log_probability_is_never_a_score(
+    server: FakeOpenAIServer, make: Make, bad: float
+) -> None:
+    server.script("which", logprobs_reply({"A": bad, "B": -2.0}))
+    with pytest.raises(BackendError, match="not a log-probability"):
+        make().score([ScoreRequest(messages=users("which")[0].messages, candidates=("A", "B"))])
 
 
 def test_timeout_is_retried_then_an_error(server: FakeOpenAIServer, make: Make) -> None:

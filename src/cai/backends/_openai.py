@@ -29,11 +29,16 @@ that are one token (``"A"``/``"B"``, ``"1"``/``"2"``), the way the feedback stag
 candidates would need ``/completions`` with ``echo`` over the rendered chat template, which a client
 cannot render, so they are not supported: they score ``LOGPROB_FLOOR``. A server that returns no
 log-probabilities makes ``score`` raise ``BackendError``.
+
+Garbage. A 2xx answer that is not a JSON object, has no choice or more than one, has no message,
+or (for ``score``) no log-probabilities or a non-finite or positive one is retried like a 5xx, and
+after the retries is the request's error: never a result.
 """
 
 from __future__ import annotations
 
 import email.utils
+import math
 import os
 import re
 import time
@@ -121,6 +126,8 @@ class OpenAIBackend:
     ) -> list[Generation]:
         """Continue each chat; a request that fails comes back with finish_reason 'error'."""
 
+        stop = params.stop
+
         def one(i: int) -> Generation:
             req = requests[i]
             body: dict[str, Any] = {
@@ -137,8 +144,7 @@ class OpenAIBackend:
             if params.repetition_penalty != 1.0:
                 body["repetition_penalty"] = params.repetition_penalty  # vLLM / llama.cpp extension
             try:
-                data = self._post(i, "/chat/completions", body)
-                return _to_generation(data, params.stop)
+                return self._post(i, "/chat/completions", body, lambda d: _to_generation(d, stop))
             except _Failed as exc:
                 return Generation(text="", finish_reason="error", error=str(exc))
             except _Garbage as exc:
@@ -163,7 +169,7 @@ class OpenAIBackend:
                 **self._prefill_flags(req.prefill),
             }
             try:
-                top = _top_logprobs(self._post(i, "/chat/completions", body))
+                top = self._post(i, "/chat/completions", body, _top_logprobs)
             except _Failed as exc:
                 raise BackendError(str(exc)) from None
             except _Garbage as exc:
@@ -205,8 +211,14 @@ class OpenAIBackend:
     def _where(self, index: int, path: str = "/chat/completions") -> str:
         return f"request {index}: POST {self.base_url}{path}"
 
-    def _post(self, index: int, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST with retries; return the JSON object or raise _Failed/_Garbage."""
+    def _post(
+        self, index: int, path: str, body: dict[str, Any], parse: Callable[[dict[str, Any]], _T]
+    ) -> _T:
+        """POST with retries and ``parse`` the JSON object; raise _Failed or _Garbage.
+
+        A 2xx answer that cannot be parsed (not JSON, no choices, no or non-finite logprobs) is
+        retried like a 5xx: a flaky server's garbage never becomes a result, and a server that
+        always sends it fails after the retries with the reason."""
         url = self.base_url + path
         where = self._where(index, path)
         attempts = self.max_retries + 1
@@ -223,14 +235,13 @@ class OpenAIBackend:
                 status = resp.status_code
                 if 200 <= status < 300:
                     try:
-                        data = resp.json()
-                    except ValueError:
-                        raise _Garbage(
-                            f"HTTP {status}: response is not JSON: {_line(resp.text)!r}"
-                        ) from None
-                    if not isinstance(data, dict):
-                        raise _Garbage(f"HTTP {status}: response is not a JSON object")
-                    return data
+                        return parse(_json_object(resp))
+                    except _Garbage as exc:
+                        if attempt + 1 == attempts:
+                            raise _Garbage(f"{exc} (gave up after {attempts} attempts)") from None
+                        reason = str(exc)
+                        time.sleep(min(self.backoff * 2**attempt, MAX_WAIT))
+                        continue
                 reason = f"HTTP {status}: {_error_reason(resp)}"
                 if status != 429 and status < 500:
                     raise _Failed(f"{where}: {reason}")
@@ -277,12 +288,26 @@ def _retry_after(resp: httpx.Response) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+def _json_object(resp: httpx.Response) -> dict[str, Any]:
+    try:
+        data = resp.json()
+    except ValueError:
+        raise _Garbage(
+            f"HTTP {resp.status_code}: response is not JSON: {_line(resp.text)!r}"
+        ) from None
+    if not isinstance(data, dict):
+        raise _Garbage(f"HTTP {resp.status_code}: response is not a JSON object")
+    return data
+
+
 def _first_choice(data: dict[str, Any]) -> dict[str, Any]:
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         detail = data.get("error")
         extra = f" (error: {_line(str(detail))})" if detail else ""
         raise _Garbage(f"response has no choices{extra}")
+    if len(choices) != 1:  # one was asked for: which of several is the answer is unknown
+        raise _Garbage(f"response has {len(choices)} choices, expected 1")
     return choices[0]
 
 
@@ -332,6 +357,8 @@ def _top_logprobs(data: dict[str, Any]) -> list[tuple[str, float]]:
     for e in entries:
         if isinstance(e, dict):
             tok, lp = e.get("token"), e.get("logprob")
-            if isinstance(tok, str) and isinstance(lp, int | float):
+            if isinstance(tok, str) and isinstance(lp, int | float) and not isinstance(lp, bool):
+                if not math.isfinite(lp) or lp > 1e-6:
+                    raise _Garbage(f"logprob of {tok!r} is {lp}, not a log-probability")
                 out.append((tok, float(lp)))
     return out
