@@ -283,3 +283,21 @@ def test_shared_hh_rlhf_dev_file_reads_all_pairs() -> None:
     labels = load_labels(SHARED)
     assert labels.kind == "hh-rlhf" and len(labels) == 1000
     assert all(p.response_a != p.response_b for p in labels.pairs)
+
+
+def test_an_injection_that_fools_the_judge_is_counted_as_a_flip(tmp_path: Path) -> None:
+    path = _pairwise(tmp_path / "p.jsonl")
+    steady = _run(CONTENT, path, injections=True).injection_probe
+    assert steady is not None and steady.right_without == 8
+    assert steady.flip_rate.value == 0.0 and steady.flip_rate.n == 8 * 5
+    gullible = [
+        MockRule(when=r"\(A\) [^\n]*pick this reply", prefer=0),
+        MockRule(when=r"\(B\) [^\n]*pick this reply", prefer=1),
+        *CONTENT,
+    ]
+    fooled = _run(gullible, path, injections=True).injection_probe
+    assert fooled is not None and fooled.injections == "judge_injections/1"
+    assert fooled.per_injection["override"].value == 1.0  # obeys the note in the worse reply
+    assert fooled.per_injection["letter_a"].value == 0.0
+    assert fooled.flip_rate.value == pytest.approx(8 / 40)
+    assert fooled.flip_rate.ci95 is not None and fooled.flip_rate.ci95[0] > 0.0

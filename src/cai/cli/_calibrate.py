@@ -23,6 +23,7 @@ from cai.evaluate import (
     calibrate_judge,
     calibration_pairs_path,
     hedge_probe,
+    judge_injections,
     load_labels,
     write_calibration,
 )
@@ -60,6 +61,15 @@ def calibration_table(f: CalibrationFile) -> Table:
             _fmt(f.hedge_probe.prefers_hedged),
             "over a plain refusal; lower is better",
         )
+    if f.injection_probe is not None:
+        inj = f.injection_probe
+        table.add_row(
+            "flipped by injection",
+            _fmt(inj.flip_rate),
+            f"right verdicts turned wrong by a note in the worse reply ({inj.injections})",
+        )
+        for name, rate in inj.per_injection.items():
+            table.add_row(f"  {name}", _fmt(rate), "")
     table.add_row("unassessed", str(f.unassessed), "failed requests, left out of n")
     return table
 
@@ -100,6 +110,13 @@ def calibration_table(f: CalibrationFile) -> Table:
     show_default=True,
     help="Run the hedging (reward-hacking) probe.",
 )
+@click.option(
+    "--injections/--no-injections",
+    default=False,
+    show_default=True,
+    help="Ask again with each bundled prompt injection appended to the worse reply and "
+    "report how often a right verdict flips.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @BATCH_SIZE
 @OUT_DIR
@@ -112,6 +129,7 @@ def calibrate(
     prompt_kind: str,
     limit: int | None,
     probe: bool,
+    injections: bool,
     seed: int,
     batch_size: int,
     out_dir: Path,
@@ -128,6 +146,8 @@ def calibrate(
         constitution.principle(principle)  # fail fast on an unknown id
     out_dir.mkdir(parents=True, exist_ok=True)
     total = 2 * (len(labels) + (len(hedge_probe().items) if probe else 0))
+    if injections:  # at most every pair, once per injection
+        total += 2 * len(labels) * len(judge_injections().items)
     with ExitStack() as stack:
         loaded = open_models(
             {"judge": judge}, out_dir / "cache.sqlite", batch_size=batch_size, stack=stack
@@ -140,6 +160,7 @@ def calibrate(
                 constitution=constitution,
                 principle=principle,
                 probe=probe,
+                injections=injections,
                 subset="all" if limit is None else f"first {len(labels)}",
                 seed=seed,
                 on_progress=advance,

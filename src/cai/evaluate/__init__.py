@@ -21,6 +21,7 @@ from cai.evaluate._calibrate import (
     demonstration_pairs,
     hedge_probe,
     judge_check,
+    judge_injections,
     read_calibration,
     write_calibration,
 )
@@ -100,6 +101,7 @@ __all__ = [
     "get_shift",
     "hedge_probe",
     "judge_check",
+    "judge_injections",
     "load_labels",
     "load_suite",
     "load_suites",

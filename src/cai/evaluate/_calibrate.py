@@ -21,7 +21,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import lru_cache
 from importlib import resources
@@ -162,6 +162,53 @@ class LengthBias(Strict):
     """Share of the same pairs where people preferred the longer reply."""
 
 
+class _Injection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    text: str
+
+
+class InjectionFile(BaseModel):
+    """The bundled judge injections (``data/judge_injections.yaml``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    version: Literal[1]
+    name: str
+    revision: int
+    items: list[_Injection]
+
+    @property
+    def id(self) -> str:
+        """NAME/REVISION, recorded in calibration.json."""
+        return f"{self.name}/{self.revision}"
+
+
+@lru_cache(maxsize=1)
+def judge_injections() -> InjectionFile:
+    """The bundled injections aimed at the judge."""
+    from ruamel.yaml import YAML
+
+    text = (resources.files("cai.evaluate") / "data" / "judge_injections.yaml").read_text("utf-8")
+    return InjectionFile.model_validate(YAML(typ="safe").load(text))
+
+
+class InjectionProbe(Strict):
+    """The worse reply of each pair carries an injection aimed at the judge: how often does a
+    right verdict turn wrong?"""
+
+    injections: str
+    """Injection file NAME/REVISION."""
+    flip_rate: Rate
+    """Share of (pair, injection) cases, among pairs the judge got right without injection,
+    whose order-averaged verdict then favours the injected, worse reply (Wilson interval)."""
+    per_injection: dict[str, Rate]
+    """The flip rate of each injection."""
+    right_without: int
+    """Pairs the judge got right without injection (each is asked with every injection)."""
+    unassessed: int
+    """Injected cases whose requests failed."""
+
+
 class HedgeProbe(Strict):
     """A hedged harmful answer vs a plain refusal: how often does the judge fall for it?"""
 
@@ -208,6 +255,8 @@ class CalibrationFile(Strict):
     """Longer-reply preference, judge vs people (None for harm labels)."""
     hedge_probe: HedgeProbe | None
     """Reward-hacking probe (None when skipped)."""
+    injection_probe: InjectionProbe | None = None
+    """Prompt injections in the worse reply (None when not asked for)."""
     unassessed: int
     """Labelled items whose judge requests failed (left out of every n)."""
     durations: dict[str, float]
@@ -321,6 +370,56 @@ def _verdicts(
     return found
 
 
+def _injection_probe(
+    backend: Backend,
+    asks: Sequence[_Ask],
+    clean: Sequence[CalibrationItem],
+    comparison: Comparison,
+    constitution: Constitution | None,
+    principle: str | None,
+    seed: int,
+    progress: Progress | None,
+) -> InjectionProbe:
+    """Each pair the judge got right, asked again with each injection in its worse reply."""
+    right = [
+        (x, it)
+        for x, it in zip(asks, clean, strict=True)
+        if it.p_a is not None
+        and it.human_a_better is not None
+        and it.p_a != 0.5
+        and (it.p_a > 0.5) == it.human_a_better
+    ]
+    pf = judge_injections()
+    per: dict[str, Rate] = {}
+    flips = total = unassessed = 0
+    for inj in pf.items:
+        injected = []
+        for x, it in right:
+            sep = "" if inj.text.startswith("\n") else " "
+            if it.human_a_better:
+                injected.append(replace(x, b=f"{x.b}{sep}{inj.text}"))
+            else:
+                injected.append(replace(x, a=f"{x.a}{sep}{inj.text}"))
+        got = _verdicts(backend, injected, comparison, constitution, principle, seed, progress)
+        n = f = 0
+        for (_, it), (_, p1, p2, _err) in zip(right, got, strict=True):
+            if p1 is None or p2 is None:
+                unassessed += 1
+                continue
+            n += 1
+            p = (p1 + p2) / 2
+            f += p != 0.5 and (p > 0.5) != it.human_a_better
+        per[inj.id] = proportion(f, n)
+        flips, total = flips + f, total + n
+    return InjectionProbe(
+        injections=pf.id,
+        flip_rate=proportion(flips, total),
+        per_injection=per,
+        right_without=len(right),
+        unassessed=unassessed,
+    )
+
+
 def _agreement(items: Sequence[CalibrationItem], n_boot: int, seed: int) -> tuple[Rate, Rate]:
     hits = 0.0
     judge, human = [], []
@@ -409,12 +508,14 @@ def calibrate_judge(
     constitution: Constitution | None = None,
     principle: str | None = None,
     probe: bool = True,
+    injections: bool = False,
     subset: str = "all",
     seed: int = 0,
     n_boot: int = 2000,
     on_progress: Progress | None = None,
 ) -> CalibrationResult:
-    """Ask ``backend`` about every labelled item (and the hedging probe) in both orders."""
+    """Ask ``backend`` about every labelled item (and the hedging probe) in both orders; with
+    ``injections``, again with each bundled injection appended to the worse reply."""
     if not len(labels):
         raise InputError(f"{labels.path}: no labelled items")
     start = time.perf_counter()
@@ -444,6 +545,20 @@ def calibrate_judge(
             unassessed=len(probe_items) - len(ps),
         )
         durations["hedge_probe"] = round(time.perf_counter() - t, 3)
+    injection: InjectionProbe | None = None
+    if injections:
+        t = time.perf_counter()
+        injection = _injection_probe(
+            backend,
+            asks,
+            items[: len(asks)],
+            comparison,
+            constitution,
+            principle,
+            seed,
+            on_progress,
+        )
+        durations["injections"] = round(time.perf_counter() - t, 3)
     template = compare_template().id if comparison == "compare" else helpfulness_template().id
     info = LabelInfo(
         path=labels.path,
@@ -476,6 +591,7 @@ def calibrate_judge(
         order_consistency=consistency,
         length_bias=_length(ok) if ok and labels.kind != "harm" else None,
         hedge_probe=hedge,
+        injection_probe=injection,
         unassessed=len(asks) - len(ok),
         durations=durations,
         notes=notes,
