@@ -87,6 +87,13 @@ def minilm_dir() -> Path:
     return path
 
 
+MAX_CHARS = 8000
+"""Characters of a text MiniLM is given: it reads 256 word pieces, and a piece is at most 100
+characters (a longer word is one unknown piece), so the cut changes nothing it reads unless
+the first 256 pieces average over 31 characters; a 1 MB text then takes milliseconds, not
+seconds, to tokenise."""
+
+
 class MiniLMEmbedder:
     """all-MiniLM-L6-v2 (384 dimensions) on CPU through sentence-transformers, batched."""
 
@@ -110,7 +117,7 @@ class MiniLMEmbedder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         vecs = self._load().encode(
-            list(texts),
+            [t[:MAX_CHARS] for t in texts],
             batch_size=self.batch_size,
             normalize_embeddings=True,
             convert_to_numpy=True,
