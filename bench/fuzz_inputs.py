@@ -2,7 +2,8 @@
 naming the file, never a traceback or a hang.
 
 Targets (each command runs in-process with click's runner, on mock models):
-  constitution  ``cai constitution lint FILE`` from the bundled default pack
+  constitution  ``cai constitution lint FILE --embedder hash`` from the bundled default pack
+                (the hash embedder: MiniLM's load would make each case seconds)
   prompts       ``cai critique --prompts FILE`` (mock policy and critic, 2 prompts)
   labels        ``cai calibrate --judge mock --labels FILE`` (the bundled calibration pairs)
   pairs         ``cai feedback --pairs FILE`` (pairs written from the calibration pairs)
@@ -93,7 +94,7 @@ MUTATIONS: dict[str, Callable[[bytes, random.Random], bytes]] = {
 
 def _args(target: str, path: Path, out: Path) -> list[str]:
     if target == "constitution":
-        return ["constitution", "lint", str(path)]
+        return ["constitution", "lint", str(path), "--embedder", "hash"]
     if target == "prompts":
         return [
             "critique", "--prompts", str(path), "--policy", "mock", "--critic", "mock",
