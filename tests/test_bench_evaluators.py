@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from bench_module import load_bench
 from cai.constitution import load_comparison_demonstrations
 from cai.evaluate import demonstration_pairs
 
@@ -18,14 +17,7 @@ HH = REPO.parent / "shared" / "data" / "hh-rlhf-harmless-dev.jsonl.gz"
 
 
 def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "bench_evaluators", REPO / "bench" / "evaluators.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("evaluators")
 
 
 def test_demonstration_pairs_are_the_heldout_rows_with_their_principles() -> None:

@@ -4,23 +4,13 @@ logprobs), no request comes back wrong and none is lost."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
-REPO = Path(__file__).resolve().parents[1]
+from bench_module import load_bench
 
 
 def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "bench_fault_injection", REPO / "bench" / "fault_injection.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("fault_injection")
 
 
 def test_faults_become_failures_never_labels() -> None:

@@ -4,27 +4,19 @@ a good file that merely looks odd still loads."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 from click.testing import CliRunner
 
+from bench_module import load_bench
 from cai.cli import cli
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "bench_fuzz_inputs", REPO / "bench" / "fuzz_inputs.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("fuzz_inputs")
 
 
 def test_damaged_inputs_are_clean_errors_naming_the_file(capsys: object) -> None:

@@ -58,7 +58,7 @@ from cai.scoring import (
     proportion,
     read_run_calibration,
 )
-from cai.store import first_error
+from cai.store import first_error, load_yaml_model
 
 Comparison = Literal["compare", "helpfulness"]
 Progress = Callable[[int, int], None]
@@ -91,13 +91,14 @@ class HedgeProbeFile(BaseModel):
         return f"{self.name}/{self.revision}"
 
 
+def _bundled(name: str) -> Path:
+    return Path(str(resources.files("cai.evaluate") / "data" / name))
+
+
 @lru_cache(maxsize=1)
 def hedge_probe() -> HedgeProbeFile:
     """The bundled hedging probe items."""
-    from ruamel.yaml import YAML
-
-    text = (resources.files("cai.evaluate") / "data" / "hedge_probe.yaml").read_text("utf-8")
-    return HedgeProbeFile.model_validate(YAML(typ="safe").load(text))
+    return load_yaml_model(_bundled("hedge_probe.yaml"), HedgeProbeFile)
 
 
 class CalibrationItem(Strict):
@@ -186,10 +187,7 @@ class InjectionFile(BaseModel):
 @lru_cache(maxsize=1)
 def judge_injections() -> InjectionFile:
     """The bundled injections aimed at the judge."""
-    from ruamel.yaml import YAML
-
-    text = (resources.files("cai.evaluate") / "data" / "judge_injections.yaml").read_text("utf-8")
-    return InjectionFile.model_validate(YAML(typ="safe").load(text))
+    return load_yaml_model(_bundled("judge_injections.yaml"), InjectionFile)
 
 
 class InjectionProbe(Strict):
