@@ -89,6 +89,23 @@ def test_a_probe_is_fitted_by_cross_validation_and_saved_with_its_record(probe_d
     # separate them, on folds the head was not fitted on
     assert fit["chosen"]["cv_accuracy"] >= 0.8
     assert meta["method"] == "reward" and meta["n_examples"] == 20 and meta["steps"] == 0
+    assert fit["folds"] == 4
+
+
+def test_a_quick_trial_fits_a_probe_on_fewer_folds_and_too_few_pairs_is_one_line(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    from cai.train.probe import ProbeConfig, train_reward_probe
+
+    kw = {
+        "user_turn": reward_probe_template().parts["user_turn"],
+        "request_pattern": comparison_pattern(),
+    }
+    cfg = ProbeConfig(depths=(1.0,), l2=(1e-1,))
+    train_reward_probe(f"hf:{tiny_model}", _pairs(4), tmp_path / "p", cfg, **kw)  # type: ignore[arg-type]
+    assert json.loads((tmp_path / "p/reward_probe.json").read_text())["fit"]["folds"] == 2
+    with pytest.raises(InputError, match="needs at least 4 pairs, got 3"):
+        train_reward_probe(f"hf:{tiny_model}", _pairs(3), tmp_path / "q", cfg, **kw)  # type: ignore[arg-type]
 
 
 def test_the_probe_backend_prefers_the_better_reply_in_both_orders(probe_dir: Path) -> None:

@@ -49,7 +49,7 @@ class ProbeConfig:
     l2: tuple[float, ...] = (1e-3, 1e-2, 1e-1)
     """Candidate L2 strengths on the standardised features."""
     folds: int = 5
-    """Cross-validation folds over the pairs."""
+    """Cross-validation folds over the pairs (fewer when there are under two pairs a fold)."""
     max_length: int = 512
     """Tokens read per reply (user turn included)."""
     batch_size: int = 8
@@ -98,8 +98,9 @@ def train_reward_probe(
     import torch
 
     cfg = config or ProbeConfig()
-    if len(pairs) < 2 * cfg.folds:
-        raise InputError(f"a reward probe needs at least {2 * cfg.folds} pairs, got {len(pairs)}")
+    folds_n = min(cfg.folds, len(pairs) // 2)  # a quick trial (--limit) fits on fewer folds
+    if folds_n < 2:
+        raise InputError(f"a reward probe needs at least 4 pairs, got {len(pairs)}")
     out = Path(out_dir)
     start = time.perf_counter()
     reader = FeatureReader(base_model, batch_size=cfg.batch_size, max_length=cfg.max_length)
@@ -115,7 +116,7 @@ def train_reward_probe(
     labels = torch.tensor([float(p.a_better) for p in pairs], dtype=torch.float64)
     idx = list(range(len(pairs)))
     random.Random(cfg.seed).shuffle(idx)
-    folds = [idx[k :: cfg.folds] for k in range(cfg.folds)]
+    folds = [idx[k::folds_n] for k in range(folds_n)]
     grid: list[dict[str, Any]] = []
     for li, layer in enumerate(layers):
         f = feats[:, li]
@@ -140,6 +141,7 @@ def train_reward_probe(
     seconds = time.perf_counter() - start
     fit = {
         "pairs": len(pairs),
+        "folds": folds_n,
         "layers_tried": layers,
         "grid": grid,
         "chosen": best,
