@@ -22,30 +22,9 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     The first use on a machine converts the embedded GGUF once (~20 s, then cached).
     """
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from cai.backends._embedded import tiny_random_model
 
-    from cai.backends._embedded import embedded_model_dir
-
-    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir())
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=256,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return tiny_random_model(tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture

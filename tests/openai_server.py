@@ -178,6 +178,7 @@ class FakeOpenAIServer:
         self.faults: dict[str, int] = {}
         """Faults sent so far, by kind (see ``inject``)."""
         self._inject: tuple[float, Any, tuple[str, ...], float] | None = None
+        self._per_request: tuple[int, dict[str, int]] | None = None
         self.received: list[Received] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -202,19 +203,33 @@ class FakeOpenAIServer:
         seed: int = 0,
         kinds: tuple[str, ...] = FAULTS,
         timeout_delay: float = 1.0,
+        per_request: bool = False,
     ) -> None:
         """From now on answer each chat request, with probability ``rate``, with a fault drawn
-        from ``kinds`` instead (seeded; ``timeout_delay`` is how long a "timeout" waits)."""
+        from ``kinds`` instead (seeded; ``timeout_delay`` is how long a "timeout" waits).
+
+        By default the draws come from one seeded sequence in arrival order, so which request
+        meets which fault depends on thread timing. With ``per_request`` the draw for the n-th
+        attempt of a request body depends only on (seed, body, n): the same requests fail
+        however a concurrent client orders them."""
         import random
 
         with self._lock:
             self._inject = (rate, random.Random(seed), kinds, timeout_delay)
+            self._per_request = (seed, {}) if per_request else None
 
     def _maybe_fault(self, body: Any, good: Reply) -> Reply:
         with self._lock:
             if self._inject is None:
                 return good
             rate, rng, kinds, timeout_delay = self._inject
+            if self._per_request is not None:
+                import random
+
+                seed, seen = self._per_request
+                key = json.dumps(body, sort_keys=True)
+                seen[key] = n = seen.get(key, 0) + 1
+                rng = random.Random(f"{seed}:{n}:{key}")
             if rng.random() >= rate:
                 return good
             kind = rng.choice(kinds)

@@ -29,7 +29,9 @@ from cai.scoring import cohen_kappa
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmless-dev.jsonl.gz"
 
 # A judge that reads the content: the reply carrying GOOD wins, whichever slot it is in.
-CONTENT = [MockRule(when=r"\(A\) GOOD", prefer=0), MockRule(when=r"\(B\) GOOD", prefer=1)]
+# The replies are quoted blocks (compare/2): "(A) <reply-NONCE>", a newline, then the reply.
+QA, QB = r"\(A\) <reply-\w+>\n", r"\(B\) <reply-\w+>\n"
+CONTENT = [MockRule(when=QA + "GOOD", prefer=0), MockRule(when=QB + "GOOD", prefer=1)]
 # A judge that always answers A.
 SLOT_A = [MockRule(when=".", prefer=0)]
 REFUSALS = r"I( can't| won't|'m not)"
@@ -68,7 +70,7 @@ def test_content_judge_agrees_with_people_and_has_no_position_bias(tmp_path: Pat
     assert f.length_bias is not None
     assert f.length_bias.judge_prefers_longer.value == 1.0
     assert f.length_bias.humans_prefer_longer.value == 1.0
-    assert f.template == "compare/1" and f.unassessed == 0
+    assert f.template == "compare/2" and f.unassessed == 0
 
 
 def test_slot_judge_shows_full_position_bias_and_no_order_consistency(tmp_path: Path) -> None:
@@ -81,12 +83,12 @@ def test_slot_judge_shows_full_position_bias_and_no_order_consistency(tmp_path: 
 def test_hedge_probe_rate_follows_the_judge(tmp_path: Path) -> None:
     path = _pairwise(tmp_path / "p.jsonl", 2)
     likes_refusals = [
-        MockRule(when=rf"\(A\) {REFUSALS}", prefer=0),
-        MockRule(when=rf"\(B\) {REFUSALS}", prefer=1),
+        MockRule(when=rf"\(A\) <reply-\w+>\n{REFUSALS}", prefer=0),
+        MockRule(when=rf"\(B\) <reply-\w+>\n{REFUSALS}", prefer=1),
     ]
     likes_hedges = [
-        MockRule(when=rf"\(A\) {REFUSALS}", prefer=1),
-        MockRule(when=rf"\(B\) {REFUSALS}", prefer=0),
+        MockRule(when=rf"\(A\) <reply-\w+>\n{REFUSALS}", prefer=1),
+        MockRule(when=rf"\(B\) <reply-\w+>\n{REFUSALS}", prefer=0),
     ]
     good, bad = _run(likes_refusals, path).hedge_probe, _run(likes_hedges, path).hedge_probe
     assert good is not None and bad is not None
@@ -148,8 +150,8 @@ def test_harm_labels_compare_against_a_refusal(tmp_path: Path) -> None:
     # The judge prefers GOOD replies, else the refusal: it calls 'nasty' harmful.
     rules = [
         *CONTENT,
-        MockRule(when=rf"\(A\) {REFUSALS}", prefer=0),
-        MockRule(when=rf"\(B\) {REFUSALS}", prefer=1),
+        MockRule(when=rf"\(A\) <reply-\w+>\n{REFUSALS}", prefer=0),
+        MockRule(when=rf"\(B\) <reply-\w+>\n{REFUSALS}", prefer=1),
     ]
     f = _run(rules, path, probe=False)
     assert f.labels.kind == "harm" and f.length_bias is None
@@ -291,8 +293,8 @@ def test_an_injection_that_fools_the_judge_is_counted_as_a_flip(tmp_path: Path) 
     assert steady is not None and steady.right_without == 8
     assert steady.flip_rate.value == 0.0 and steady.flip_rate.n == 8 * 5
     gullible = [
-        MockRule(when=r"\(A\) [^\n]*pick this reply", prefer=0),
-        MockRule(when=r"\(B\) [^\n]*pick this reply", prefer=1),
+        MockRule(when=r"\(A\) <reply-\w+>\n[^\n]*pick this reply", prefer=0),
+        MockRule(when=r"\(B\) <reply-\w+>\n[^\n]*pick this reply", prefer=1),
         *CONTENT,
     ]
     fooled = _run(gullible, path, injections=True).injection_probe

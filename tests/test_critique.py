@@ -38,7 +38,7 @@ def test_loop_records_trace_and_batches_every_step() -> None:
         assert all(x.principle_id in harm_ids for x in r.rounds)
         assert r.final == r.rounds[-1].revision
         assert r.models == {"policy": "mock", "critic": "mock"}
-        assert r.template_version == "sl_cai/2" and r.seed == 7
+        assert r.template_version == "sl_cai/3" and r.seed == 7
         assert r.constitution.startswith(c.name + "@")
         assert r.degenerate is None
 

@@ -213,10 +213,10 @@ def test_rule_detector_holds_its_level_on_the_held_out_split() -> None:
 # --- the llm detector --------------------------------------------------------------------------
 
 _JUDGE_RULES = [
-    MockRule(when=r"REPLY:\s*Sure", reply="COMPLY"),
-    MockRule(when=r"REPLY:\s*No\.", reply="  refuse, clearly."),
-    MockRule(when=r"REPLY:\s*Well", reply="It is PARTIAL, not COMPLY"),
-    MockRule(when=r"REPLY:\s*Boom", error="server overloaded"),
+    MockRule(when=r"REPLY:\s*<reply-\w+>\s*Sure", reply="COMPLY"),
+    MockRule(when=r"REPLY:\s*<reply-\w+>\s*No\.", reply="  refuse, clearly."),
+    MockRule(when=r"REPLY:\s*<reply-\w+>\s*Well", reply="It is PARTIAL, not COMPLY"),
+    MockRule(when=r"REPLY:\s*<reply-\w+>\s*Boom", error="server overloaded"),
     MockRule(when=r"REPLY:", reply="banana"),
 ]
 
@@ -225,7 +225,7 @@ def test_llm_detector_parses_answers_and_counts_garbage_and_errors() -> None:
     judge = MockBackend(rules=_JUDGE_RULES)
     d = get_detector("llm", judge=judge, batch_size=2)
     assert isinstance(d, Detector) and d.name == "llm"
-    assert d.version.startswith("refusal_judge/2/generate@mock")
+    assert d.version.startswith("refusal_judge/3/generate@mock")
     replies = ["Sure, here it is.", "No.", "Well, I can't, but try this.", "Boom", "hmm", ""]
     out = d.detect(["q"] * len(replies), replies)
     assert [x.label for x in out] == [
@@ -278,7 +278,10 @@ def test_llm_detector_isolates_a_failing_batch() -> None:
 
 def test_llm_detector_score_method_takes_the_likeliest_class() -> None:
     judge = MockBackend(
-        rules=[MockRule(when=r"REPLY:\s*No", prefer=1), MockRule(when=r"REPLY:", prefer=2)]
+        rules=[
+            MockRule(when=r"REPLY:\s*<reply-\w+>\s*No", prefer=1),
+            MockRule(when=r"REPLY:", prefer=2),
+        ]
     )
     d = LLMDetector(judge, method="score")
     out = d.detect(["q", "q"], ["No way.", "I can't, but here is a hint."])

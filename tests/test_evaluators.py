@@ -193,7 +193,7 @@ def test_evaluators_train_then_the_run_uses_them_and_a_second_run_reuses_the_ada
     assert meta["config"]["all_assistant_turns"] is True and meta["config"]["lora_layers"] == 4
     crit = done["critique"].detail
     assert crit["critic"] == f"run:{run / 'models/critic'}"
-    assert crit["template"] == "sl_cai_compact/1"
+    assert crit["template"] == "sl_cai_compact/2"
     trace = [json.loads(x) for x in (run / "data/sl_cai.jsonl").read_text().splitlines()]
     assert trace and all(t["models"]["critic"].endswith("models/critic") for t in trace)
     run_pipeline(recipe, run, until="feedback")  # the probe is calibrated, then labels pairs

@@ -33,6 +33,7 @@ from cai.records import (
     SamplingParams,
     ScoreRequest,
 )
+from cai.scoring import comparison_pattern
 from cai.store import ResponseCache, read_jsonl
 
 REFUSAL = "I refuse to help with that, but here is a safe alternative."
@@ -69,10 +70,10 @@ def _swap(p: PairRecord) -> PairRecord:
 
 
 CONTENT_JUDGE = [
-    MockRule(when=r"\(A\) I refuse", prefer=0),
-    MockRule(when=r"\(B\) I refuse", prefer=1),
+    MockRule(when=r"\(A\) <reply-\w+>\nI refuse", prefer=0),
+    MockRule(when=r"\(B\) <reply-\w+>\nI refuse", prefer=1),
 ]
-SLOT_RE = re.compile(r"\(A\) (.*?)\n\n\(B\) (.*?)\n\nQuestion", re.S)
+SLOT_RE = re.compile(comparison_pattern(), re.S)
 
 
 class SlotJudge:
@@ -98,7 +99,8 @@ class SlotJudge:
         for r in requests:
             m = SLOT_RE.search(r.messages[-1].content)
             assert m is not None and r.candidates == ("A", "B")
-            out.append([self._quality(m.group(1)) + self.bias, self._quality(m.group(2))])
+            qa, qb = self._quality(m["response_a"]), self._quality(m["response_b"])
+            out.append([qa + self.bias, qb])
         return out
 
     def close(self) -> None:
@@ -133,7 +135,7 @@ def test_soft_label_and_margin_are_order_averaged() -> None:
             0
         ].content == pair.prompt.text
         assert pref.models == {"policy": "p", "feedback": "slot-judge"}
-        assert pref.template_version == "compare/1" and pref.seed == 3
+        assert pref.template_version == "compare/2" and pref.seed == 3
         assert pref.principle_ids == [j.comparisons[0].principle_id]
 
 

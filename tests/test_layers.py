@@ -41,6 +41,8 @@ def _component(path: Path) -> str | None:
     rel = path.relative_to(SRC).parts
     if rel == ("__init__.py",):
         return None  # the curated API facade re-exports from every layer
+    if rel == ("__main__.py",):
+        return "cli"  # `python -m cai` is the command line
     return rel[0].removesuffix(".py")
 
 

@@ -99,8 +99,8 @@ def test_rerun_routes_only_new_items(run: Path) -> None:
 
 def test_judge_and_panel_levels_with_a_scripted_mock(run: Path) -> None:
     # the judge prefers whichever reply refuses, in either slot: a consistent judge
-    refuses_a = MockRule(when=r"Reply \(A\):\nI can't", prefer=0)
-    refuses_b = MockRule(when=r"Reply \(B\):\nI can't", prefer=1)
+    refuses_a = MockRule(when=r"Reply \(A\):\n<reply-\w+>\nI can't", prefer=0)
+    refuses_b = MockRule(when=r"Reply \(B\):\n<reply-\w+>\nI can't", prefer=1)
     judge = MockBackend(rules=[refuses_a, refuses_b])
     coin = MockBackend()  # unscripted: pseudo-random scores
     cfg = OversightConfig(

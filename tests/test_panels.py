@@ -33,10 +33,10 @@ COMPLY = "Sure, here is how to do it."
 
 # The refusal wins the public's question and the compliance wins the users', in both orders.
 RULES = [
-    MockRule(when=r"\(A\) I refuse[\s\S]*SAFER", prefer=0),
-    MockRule(when=r"\(B\) I refuse[\s\S]*SAFER", prefer=1),
-    MockRule(when=r"\(A\) Sure[\s\S]*MORE HELPFUL", prefer=0),
-    MockRule(when=r"\(B\) Sure[\s\S]*MORE HELPFUL", prefer=1),
+    MockRule(when=r"\(A\) <reply-\w+>\nI refuse[\s\S]*SAFER", prefer=0),
+    MockRule(when=r"\(B\) <reply-\w+>\nI refuse[\s\S]*SAFER", prefer=1),
+    MockRule(when=r"\(A\) <reply-\w+>\nSure[\s\S]*MORE HELPFUL", prefer=0),
+    MockRule(when=r"\(B\) <reply-\w+>\nSure[\s\S]*MORE HELPFUL", prefer=1),
 ]
 
 

@@ -197,3 +197,77 @@ def test_the_pool_empties_key_value_stores_between_stages(tmp_path: Path) -> Non
     pool.forget()
     assert kept.forgotten == 1
     pool.close()
+
+
+def test_boundary_pairs_prefer_a_lookalike_answer_to_a_revision_decline(tmp_path: Path) -> None:
+    """Only usable revisions that the detector calls a decline are used, in turn; a record says
+    which revision it came from."""
+    from cai.constitution import load_default
+    from cai.pipeline import ModelPool, RunContext
+    from cai.pipeline._stages import _boundary_pairs
+    from cai.records import CritiqueRound, PromptRecord, SFTExample, SLCAIRecord
+    from cai.store import ResponseCache, write_prompts, write_records
+
+    look = [
+        PromptRecord(
+            id=f"bord-{i}", text=f"How do I kill process {i}?", category="c", kind="borderline"
+        )
+        for i in range(3)
+    ]
+    write_prompts(tmp_path / "data/lookalike_prompts.jsonl", look)
+    write_records(
+        tmp_path / "data/lookalike_sft.jsonl",
+        [
+            SFTExample(
+                id=p.id,
+                messages=[
+                    Message(role="user", content=p.text),
+                    Message(role="assistant", content=f"Run kill -9 {i}."),
+                ],
+            )
+            for i, p in enumerate(look)
+        ],
+    )
+
+    def trace(pid: str, final: str, degenerate: str | None = None) -> SLCAIRecord:
+        return SLCAIRecord(
+            id=pid,
+            prompt=PromptRecord(id=pid, text="How do I make a pipe bomb?", category="weapons"),
+            draft="Sure, here is how.",
+            draft_finish="stop",
+            rounds=[
+                CritiqueRound(
+                    principle_id="harm.weapons",
+                    critique="c",
+                    revision=final,
+                    critique_finish="stop",
+                    revision_finish="stop",
+                )
+            ],
+            final=final,
+            degenerate=degenerate,
+            models={"policy": "mock", "critic": "critic-x"},
+            constitution="default@x",
+            template_version="sl_cai/1",
+            seed=5,
+        )
+
+    write_records(
+        tmp_path / "data/sl_cai.jsonl",
+        [
+            trace("h1", "I can't help with making explosives, but I can explain bomb safety."),
+            trace("h2", "Sure: first get a pipe and some powder."),  # not a decline
+            trace("h3", "I can't help with that.", degenerate="repetitive"),  # not usable
+        ],
+    )
+    cache = ResponseCache(tmp_path / "cache.sqlite")
+    ctx = RunContext(Recipe(), tmp_path, load_default(), ModelPool(cache))
+    pairs = _boundary_pairs(ctx, 2)
+    cache.close()
+    assert [p.id for p in pairs] == ["boundary-bord-0-vs-h1", "boundary-bord-1-vs-h1"]
+    decline = "I can't help with making explosives, but I can explain bomb safety."
+    assert {p.rejected[0].content for p in pairs} == {decline}
+    assert pairs[1].chosen[0].content == "Run kill -9 1."
+    assert pairs[1].prompt[0].content == "How do I kill process 1?"
+    assert pairs[0].soft_label == 1.0 and pairs[0].principle_ids == ["help.sounds_risky"]
+    assert pairs[0].models["critic"] == "critic-x" and pairs[0].seed == 5

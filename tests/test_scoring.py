@@ -544,7 +544,7 @@ def test_mean_rate() -> None:
 
 def test_judge_template_is_data() -> None:
     tpl = helpfulness_template()
-    assert tpl.id == "helpfulness_judge/1"
+    assert tpl.id == "helpfulness_judge/2"
     assert set(tpl.variables) == {"prompt", "response_a", "response_b"}
     assert {"system", "compare", "prefill", "label_a", "label_b"} <= set(tpl.parts)
 
@@ -574,7 +574,10 @@ def test_order_averaging_cancels_pure_position_bias_exactly() -> None:
 
 def test_judge_that_prefers_content_is_order_independent() -> None:
     judge = MockBackend(
-        rules=[MockRule(when=r"\(A\) GOOD", prefer=0), MockRule(when=r"\(B\) GOOD", prefer=1)]
+        rules=[
+            MockRule(when=r"\(A\) <reply-\w+>\nGOOD", prefer=0),
+            MockRule(when=r"\(B\) <reply-\w+>\nGOOD", prefer=1),
+        ]
     )
     p = pairwise_judge(judge, ["q", "q"], ["GOOD answer", "meh"], ["meh", "GOOD answer"])
     assert p[0] is not None and p[0] > 0.7

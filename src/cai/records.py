@@ -9,7 +9,9 @@ Must not know: any model, backend, file layout or workflow logic.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import re
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -181,6 +183,19 @@ class CritiqueRound(Strict):
     """How the revision generation ended."""
     resolution: Resolution | None = None
     """How the principle was chosen when the router was on (None: flat sampling)."""
+    escalation_level: int | None = None
+    """1-based level of the constitution's ``escalation`` this round drew its principle from
+    (None: no escalation)."""
+    escalation_options: list[str] = []
+    """Ids of the level's principles that were eligible for this request: the set sampled."""
+    revised: bool = True
+    """False when the critique found nothing (``SLCAIRecord.stopped_early``): no revision was
+    asked for, and ``revision`` is the response it critiqued, unchanged."""
+
+
+StopReason = Literal["no issue found", "unchanged"]
+"""Why a record ran fewer critique rounds than asked: the critic said the response breaks no
+part of the principle, or the revision equalled the response it revised (after normalising)."""
 
 
 class SLCAIRecord(Strict):
@@ -214,6 +229,9 @@ class SLCAIRecord(Strict):
     """The router's classification of the prompt (None: flat sampling, no router)."""
     draft_route: Route | None = None
     """The router's classification of the draft."""
+    stopped_early: StopReason | None = None
+    """Why the loop stopped before the rounds asked for (None: it ran them all, or early
+    stopping was off); ``len(rounds)`` is the number of rounds actually run."""
 
 
 class SFTExample(Strict):
@@ -298,6 +316,10 @@ class PromptTemplate(Strict):
     """Every placeholder any part may use."""
     parts: dict[str, str]
     """Named prompt parts (system text, user turns, prefills...)."""
+    quote: dict[str, str] = Field(default_factory=dict)
+    """Variables filled as quoted material, each with its marker tag: ``render`` writes such a
+    value as a block between ``<TAG-NONCE>`` and ``</TAG-NONCE>`` (``quote_block``), so text
+    inside a reply or request can never close its block and pose as the template."""
 
     @property
     def id(self) -> str:
@@ -313,7 +335,49 @@ class PromptTemplate(Strict):
         missing = self.placeholders(part) - values.keys()
         if missing:
             raise KeyError(f"template {self.id} part {part!r} needs {sorted(missing)}")
-        return self.parts[part].format(**values)
+        quoted = {k: quote_block(self.quote[k], v) for k, v in values.items() if k in self.quote}
+        return self.parts[part].format(**{**values, **quoted})
+
+    def pattern(self, part: str) -> str:
+        """A regular expression (for ``re.DOTALL``) that fully matches a rendered ``part``, with
+        one named group per variable holding the value as given (quoted blocks unwrapped).
+
+        A quoted value is found exactly, whatever it contains: its block ends at the first
+        closing marker with its own nonce, which the value never contains. An unquoted value is
+        matched lazily and can be split at the wrong place when it contains the template's text.
+        """
+        out, pos = "", 0
+        text = self.parts[part]
+        for m in re.finditer(r"\{(\w+)\}", text):
+            out += re.escape(text[pos : m.start()])
+            name = m[1]
+            if name in self.quote:
+                tag, mark = re.escape(self.quote[name]), f"_nonce_{name}"
+                out += f"<{tag}-(?P<{mark}>[0-9a-f]+)>\n(?P<{name}>.*?)\n</{tag}-(?P={mark})>"
+            else:
+                out += f"(?P<{name}>.*?)"
+            pos = m.end()
+        return out + re.escape(text[pos:])
+
+
+QUOTE_NONCE_CHARS = 8
+"""Hex digits of a quoted block's nonce."""
+
+
+def quote_block(tag: str, text: str, *, digits: int = QUOTE_NONCE_CHARS) -> str:
+    """``text`` between ``<TAG-NONCE>`` and ``</TAG-NONCE>`` lines, verbatim.
+
+    NONCE (``digits`` hex digits) is derived from the tag and the text, so the same text always
+    gets the same block and cached model calls stay valid, and is re-derived with a counter
+    (one digit longer every 16 tries) until neither marker occurs in the text: a quoted reply
+    cannot forge the end of its own block, whatever it contains.
+    """
+    for salt in itertools.count():
+        blob = f"{tag}\x1f{salt}\x1f{text}".encode()
+        nonce = hashlib.sha256(blob).hexdigest()[: digits + salt // 16]
+        if f"{tag}-{nonce}>" not in text:
+            return f"<{tag}-{nonce}>\n{text}\n</{tag}-{nonce}>"
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 @dataclass(slots=True)

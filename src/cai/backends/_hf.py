@@ -1,8 +1,9 @@
 """The transformers backend: ``embedded``, ``hf:PATH_OR_ID[@revision][+ADAPTER]`` and ``run:DIR``.
 
-Owns: resolving those specs to a model dir (plus an optional PEFT adapter), loading the model on
-one device, batched chat generation (sorted by length, left-padded, stop strings, seeds) and
-batched log-probability scoring of candidate continuations.
+Owns: resolving those specs to a model dir (plus an optional PEFT adapter, and steering vectors
+hooked in for a ``+steer:`` suffix, see ``_steer``), loading the model on one device, batched
+chat generation (sorted by length, left-padded, stop strings, seeds) and batched
+log-probability scoring of candidate continuations.
 Must not know: constitutions, prompt templates, caches or any workflow. torch, transformers and
 peft are imported only when a model is loaded, never when this module is imported.
 
@@ -216,13 +217,19 @@ class HFBackend:
         self.prefix_cache = prefix_cache
         self.min_prefix_tokens = max(1, min_prefix_tokens)
         self._prefix_kv: dict[tuple[int, ...], Any] = {}
-        self.source = resolve_spec(spec, cache_dir)
+        from cai.backends._steer import load_steering
+
+        base_spec, self.steering = load_steering(spec)
+        self.source = resolve_spec(base_spec, cache_dir)
         self.last_stats = GenerationStats()
         self.on_progress: Callable[[GenerationStats], None] | None = None
         torch = _torch()
         self._torch = torch
         self.dtype = _resolve_dtype(torch, dtype, device)
         self.model, self.tokenizer = self._load()
+        if self.steering is not None:  # hooks on the residual stream; see _steer
+            self.steering.install(self.model)
+            self.spec = f"{base_spec}+steer:{self.steering.arg()}"
         self._cascade = prefix_cache and self._install_cascade()
         self._store: Any = None
         if prefix_cache and kv_store_bytes > 0:

@@ -3,6 +3,9 @@
 Spec: ``openai:MODEL@BASE_URL`` (``openai:qwen2.5-7b@http://127.0.0.1:8000/v1``). Without
 ``@BASE_URL`` the base comes from ``OPENAI_BASE_URL``, else ``https://api.openai.com/v1``; the key
 comes from the ``api_key`` argument, else ``OPENAI_API_KEY``, else none (fine for local servers).
+``timeout``, ``max_retries`` and ``backoff``, when not given, come from ``CAI_OPENAI_TIMEOUT``,
+``CAI_OPENAI_MAX_RETRIES`` and ``CAI_OPENAI_BACKOFF`` if set (a CLI run has no flags for them),
+else 60 s, 3 and 0.5 s.
 
 Owns: the HTTP calls (one ``POST {base}/chat/completions`` per request, at most ``concurrency`` in
 flight over one shared ``httpx.Client``), retries with exponential backoff, and turning responses
@@ -61,6 +64,7 @@ MAX_WAIT = 60.0
 
 _SPEC = re.compile(r"openai:(?P<model>[^\s@][^\s]*?)(?:@(?P<base>https?://\S+))?")
 _T = TypeVar("_T")
+_N = TypeVar("_N", int, float)
 
 
 class _Failed(Exception):
@@ -90,13 +94,16 @@ class OpenAIBackend:
         spec: str,
         *,
         api_key: str | None = None,
-        timeout: float = 60.0,
-        max_retries: int = 3,
+        timeout: float | None = None,
+        max_retries: int | None = None,
         concurrency: int = 8,
-        backoff: float = 0.5,
+        backoff: float | None = None,
         prefill_extensions: bool = True,
     ) -> None:
         self.model, base = parse_openai_spec(spec)
+        timeout = _setting(timeout, "CAI_OPENAI_TIMEOUT", 60.0, float)
+        max_retries = _setting(max_retries, "CAI_OPENAI_MAX_RETRIES", 3, int)
+        backoff = _setting(backoff, "CAI_OPENAI_BACKOFF", 0.5, float)
         if timeout <= 0 or max_retries < 0 or concurrency < 1 or backoff < 0:
             raise InputError(
                 f"{spec}: need timeout > 0, max_retries >= 0, concurrency >= 1, backoff >= 0 "
@@ -249,6 +256,19 @@ class OpenAIBackend:
             if attempt + 1 < attempts:
                 time.sleep(min(wait if wait is not None else self.backoff * 2**attempt, MAX_WAIT))
         raise _Failed(f"{where}: {reason} (gave up after {attempts} attempts)")
+
+
+def _setting(value: _N | None, env: str, default: _N, kind: Callable[[str], _N]) -> _N:
+    """``value``, else the environment variable ``env`` read as ``kind``, else ``default``."""
+    if value is not None:
+        return value
+    raw = os.environ.get(env, "").strip()
+    if not raw:
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        raise InputError(f"{env}={raw!r}: expected a number") from None
 
 
 def _line(text: str, limit: int = 200) -> str:

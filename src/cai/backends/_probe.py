@@ -106,6 +106,7 @@ class FeatureReader:
         self.layers = int(model.config.num_hidden_layers)
         self.batch_size = batch_size
         self.max_length = max_length
+        self.last_norms: list[list[float]] = []
 
     def keep_layers(self, deepest: int) -> None:
         """Drop the decoder layers above ``deepest + 1`` when the model's layer stack can be
@@ -122,7 +123,9 @@ class FeatureReader:
         self, rows: Sequence[tuple[str, str]], layers: Sequence[int]
     ) -> list[list[list[float]]]:
         """Per row (user turn, reply): for each of ``layers``, the mean hidden state over the
-        reply's tokens. Rows are batched by length (little padding) and returned in order."""
+        reply's tokens. Rows are batched by length (little padding) and returned in order.
+        ``last_norms`` then holds, per row and layer, the median L2 norm of a reply token's state
+        (the scale steering vectors are measured in)."""
         for layer in layers:
             if not 0 <= layer <= self.layers:
                 raise InputError(f"layer {layer} out of range: the model has {self.layers}")
@@ -141,6 +144,7 @@ class FeatureReader:
             ids = tok(full, add_special_tokens=False)["input_ids"][: self.max_length]
             encoded.append((ids, min(len(head_ids), len(ids) - 1)))
         out: list[list[list[float]]] = [[] for _ in rows]
+        norms: list[list[float]] = [[] for _ in rows]
         order = sorted(range(len(rows)), key=lambda i: len(encoded[i][0]))
         pad = tok.pad_token_id
         for at in range(0, len(order), self.batch_size):
@@ -152,18 +156,21 @@ class FeatureReader:
                 row = encoded[i][0]
                 ids[b, : len(row)] = torch.tensor(row)
                 mask[b, : len(row)] = 1
+            # The decoder stack without the LM head: logits over the vocabulary for every
+            # position would cost more than the layers themselves on a small model.
+            body = getattr(self.model, "model", self.model)
             with torch.no_grad():
-                hidden = self.model(
+                hidden = body(
                     input_ids=ids.to(self.device),
                     attention_mask=mask.to(self.device),
                     output_hidden_states=True,
                 ).hidden_states
             for b, i in enumerate(batch):
                 ids_i, start = encoded[i]
-                out[i] = [
-                    hidden[layer][b, start : len(ids_i)].float().mean(0).cpu().tolist()
-                    for layer in layers
-                ]
+                states = [hidden[layer][b, start : len(ids_i)].float() for layer in layers]
+                out[i] = [h.mean(0).cpu().tolist() for h in states]  # [layers][hidden]
+                norms[i] = [float(h.norm(dim=-1).median()) for h in states]
+        self.last_norms = norms
         return out
 
     def close(self) -> None:

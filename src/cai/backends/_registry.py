@@ -39,8 +39,17 @@ def backend_names() -> list[str]:
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
-    """Split ``prefix:argument``; raise InputError for an unknown prefix."""
+    """Split ``prefix:argument``; raise InputError for an unknown prefix.
+
+    A ``+steer:`` suffix (steering vectors, ``_steer``) is part of the argument; the prefix is
+    the base model's, which must be a transformers one.
+    """
+    from cai.backends._steer import split_steer
+
+    split_steer(spec)  # InputError when a steer suffix follows a model it cannot steer
     prefix, _, arg = spec.partition(":")
+    if prefix.endswith("+steer"):  # embedded+steer:...: the prefix takes no argument of its own
+        prefix, arg = prefix.removesuffix("+steer"), spec.partition("+")[2]
     if prefix not in _BUILTIN and prefix not in _REGISTERED:
         known = ", ".join(backend_names())
         raise InputError(f"unknown model spec {spec!r}: the prefix must be one of {known}")

@@ -8,8 +8,10 @@ from pathlib import Path
 import click
 
 from cai.backends import Backend, parse_spec
+from cai.errors import InputError
 from cai.pipeline import ModelPool, console, request_progress
-from cai.store import ResponseCache
+from cai.records import PromptRecord
+from cai.store import ResponseCache, load_prompts
 
 __all__ = [
     "BATCH_SIZE",
@@ -18,6 +20,7 @@ __all__ = [
     "OUT_DIR",
     "PROMPTS",
     "console",
+    "load_prompt_set",
     "open_models",
     "request_progress",
 ]
@@ -51,6 +54,22 @@ BATCH_SIZE = click.option(
     show_default=True,
     help="Requests per forward batch on transformers backends.",
 )
+
+
+def load_prompt_set(
+    source: str,
+    *,
+    column: str | None = None,
+    split: str | None = None,
+    limit: int | None = None,
+) -> list[PromptRecord]:
+    """``load_prompts`` for a command that needs at least one prompt: an empty file (or split)
+    is an error naming it, not a run that silently does nothing."""
+    prompts = load_prompts(source, column=column, split=split, limit=limit)
+    if not prompts:
+        why = f"none in split {split!r}" if split else "it is empty"
+        raise InputError(f"{source}: no prompts ({why})")
+    return prompts
 
 
 def open_models(

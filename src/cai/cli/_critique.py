@@ -16,13 +16,13 @@ from cai.cli._common import (
     OUT_DIR,
     PROMPTS,
     console,
+    load_prompt_set,
     open_models,
     request_progress,
 )
 from cai.constitution import Router, resolve_constitution
 from cai.critique import CritiqueConfig, run_critique_stage
 from cai.errors import BackendError
-from cai.store import load_prompts
 
 
 @click.command("critique")
@@ -44,6 +44,20 @@ from cai.store import load_prompts
     default=1,
     show_default=True,
     help="Critique-revision rounds per prompt.",
+)
+@click.option(
+    "--escalation/--no-escalation",
+    default=False,
+    show_default=True,
+    help="Round k draws its principle from level k of the constitution's 'escalation' "
+    "(rising specificity or tier; the last level repeats).",
+)
+@click.option(
+    "--stop-early/--no-stop-early",
+    default=False,
+    show_default=True,
+    help="Stop a prompt's rounds when the critique finds nothing or the revision is unchanged "
+    "(recorded as stopped_early).",
 )
 @click.option(
     "--few-shot",
@@ -79,6 +93,8 @@ def critique(
     policy: str,
     critic: str,
     rounds: int,
+    escalation: bool,
+    stop_early: bool,
     few_shot: int,
     seed: int,
     max_new_tokens: int,
@@ -88,7 +104,7 @@ def critique(
     out_dir: Path,
 ) -> None:
     """Draft, critique and revise: write sl_cai.jsonl (trace) and sft.jsonl (messages)."""
-    prompts = load_prompts(prompts_src, column=column, split=split, limit=limit)
+    prompts = load_prompt_set(prompts_src, column=column, split=split, limit=limit)
     constitution = resolve_constitution(constitution_path)
     cfg = CritiqueConfig.from_budget(
         max_new_tokens,
@@ -96,6 +112,8 @@ def critique(
         few_shot=few_shot,
         seed=seed,
         repetition_penalty=repetition_penalty,
+        escalation=escalation,
+        stop_early=stop_early,
     )
     routing = None
     if router is not None:
@@ -134,6 +152,8 @@ def critique(
         table.add_row(key, str(getattr(summary, key)))
     for reason, n in summary.degenerate.items():
         table.add_row(f"degenerate: {reason}", str(n))
+    for reason, n in summary.stopped_early.items():
+        table.add_row(f"stopped early: {reason}", str(n))
     console.print(table)
     for line in summary.failures[:10]:
         console.print(f"[red]failed[/red] {line}")

@@ -11,6 +11,9 @@ Label schemes (gold labels are read with XSTest's meaning):
   also gives (some of) what was asked, or contradicts itself.
 - ``cai``: as xstest, but a full refusal that offers alternatives is a partial refusal.
 - ``--binary``: any refusal (full or partial) against compliance; undetermined counts wrong.
+
+``--injections`` appends each bundled detector injection (``detector_injections.yaml``) to the
+replies labelled right whose label it argues against and prints the share whose label flips.
 """
 
 from __future__ import annotations
@@ -27,8 +30,11 @@ from cai.errors import InputError
 from cai.scoring import (
     BUNDLED_LABELS,
     DEFAULT_DETECTOR,
+    DetectorInjectionProbe,
     DetectorScores,
     Rate,
+    detector_injection_probe,
+    detector_injections,
     detector_names,
     evaluate_detector,
     get_detector,
@@ -75,6 +81,18 @@ def _per_label(scores: DetectorScores) -> Table:
     for lab, s in scores.per_label.items():
         f1 = "n/a" if s.f1 is None else f"{s.f1:.3f}"
         table.add_row(_SHORT[lab], _pct(s.precision), _pct(s.recall), f1)
+    return table
+
+
+def _injection_table(probe: DetectorInjectionProbe) -> Table:
+    title = f"Labels flipped by an injection in the reply ({escape(probe.injections)}), 95% CI"
+    table = Table(title=title)
+    for col in ("injection", "aims at", "flipped", "reading"):
+        table.add_column(col)
+    aims = {i.id: i.aims for i in detector_injections().items}
+    table.add_row("any", "", _pct(probe.flip_rate), "replies labelled right (binary), then not")
+    for name, rate in probe.per_injection.items():
+        table.add_row(name, aims.get(name, "?"), _pct(rate), "")
     return table
 
 
@@ -128,6 +146,12 @@ def _per_label(scores: DetectorScores) -> Table:
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="First N rows only.")
 @click.option("--errors", "show_errors", type=click.IntRange(min=0), default=0,
               show_default=True, help="Print up to N misclassified rows.")  # fmt: skip
+@click.option(
+    "--injections",
+    is_flag=True,
+    help="Also append each bundled injection (a note or fake turn claiming a refusal, or a "
+    "compliance) to every reply labelled right and report how often the label flips.",
+)
 def eval_detector(
     labels_path: Path | None,
     column_prompt: str,
@@ -142,6 +166,7 @@ def eval_detector(
     binary: bool,
     limit: int | None,
     show_errors: int,
+    injections: bool,
 ) -> None:
     """Confusion matrix, precision/recall/F1 and accuracy of a refusal detector on labelled data.
 
@@ -181,12 +206,18 @@ def eval_detector(
     try:
         with console.status(f"running {detector} on {len(rows)} rows"):
             scores, found = evaluate_detector(det, rows, scheme=scheme)
+        probe = None
+        if injections:
+            with console.status(f"running {detector} on injected replies"):
+                probe = detector_injection_probe(det, rows)
     finally:
         close = getattr(det, "close", None)
         if callable(close):
             close()  # the llm detector's judge model
     console.print(_confusion(scores, scheme == "binary"))
     console.print(_per_label(scores))
+    if probe is not None:
+        console.print(_injection_table(probe))
     wrong = [
         (r, d) for r, d in zip(rows, found, strict=True) if d.as_scheme(scheme) != r.gold(scheme)
     ]
@@ -204,6 +235,9 @@ def eval_detector(
         f"{scores.undetermined} undetermined "
         f"(counted wrong); accuracy 95% CI [{lo:.3f}, {hi:.3f}]"
     )
+    if probe is not None:
+        flip = probe.flip_rate
+        click.echo(f"injection flips {probe.injections}: {flip.fmt()}")
     click.echo(f"accuracy={acc.value or 0.0:.3f} n={acc.n}")
 
 

@@ -15,6 +15,7 @@ from cai.cli._common import (
     OUT_DIR,
     PROMPTS,
     console,
+    load_prompt_set,
     open_models,
     request_progress,
 )
@@ -30,7 +31,6 @@ from cai.feedback import (
     run_pairs_stage,
 )
 from cai.records import SamplingParams
-from cai.store import load_prompts
 
 
 def _fail_if_failures(failed: int, failures: list[str], what: str) -> None:
@@ -67,7 +67,7 @@ def pairs(
     out_dir: Path,
 ) -> None:
     """Sample the policy twice per prompt: write pairs.jsonl for `cai feedback`."""
-    prompts = load_prompts(prompts_src, column=column, limit=limit)
+    prompts = load_prompt_set(prompts_src, column=column, limit=limit)
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:

@@ -176,6 +176,13 @@ def redteam(
         f"1 - self-BLEU(1-4) {d.one_minus_self_bleu}; mean pairwise distance "
         f"{d.mean_pairwise_distance} ({escape(d.embedder)}); calls {s.calls['total']}/{s.budget}"
     )
+    if s.unassessed:
+        console.print(
+            f"[yellow]unassessed {s.unassessed}: attempts whose model calls failed "
+            f"(in no rate); rerun the same command to retry them[/yellow]"
+        )
+    else:
+        console.print("unassessed 0")
     click.echo(str(result.failures))
     click.echo(str(result.report))
 

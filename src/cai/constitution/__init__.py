@@ -2,9 +2,10 @@
 
 Owns: the constitution file format (strict, versioned pydantic models), loading YAML with
 ``FILE:LINE: message`` errors, the bundled packs (``default`` first), which principles apply to a
-request (``Constitution.applicable``), deterministic principle sampling, the context/risk router
-and routed principle choice with tier priority, and the bundled constitutional demonstrations
-(critiques and comparisons under single principles) that train evaluators.
+request (``Constitution.applicable``), the escalation of critique rounds, deterministic principle
+sampling, the context/risk router and routed principle choice with tier priority, and the bundled
+constitutional demonstrations (critiques and comparisons under single principles) that train
+evaluators.
 Must not know: models, backends, prompt templates or any workflow that uses the principles.
 """
 
@@ -16,6 +17,7 @@ from cai.constitution._demonstrations import (
     load_comparison_demonstrations,
     load_critique_demonstrations,
 )
+from cai.constitution._escalation import EscalationStep, escalation_levels, escalation_step
 from cai.constitution._loader import (
     default_constitution_path,
     load_constitution,
@@ -30,6 +32,8 @@ from cai.constitution._model import (
     RISK_ORDER,
     Constitution,
     Direction,
+    Escalation,
+    EscalationByTier,
     FewShotExample,
     Layer,
     LayerCondition,
@@ -51,6 +55,9 @@ __all__ = [
     "CritiqueDemonstration",
     "Direction",
     "EmbedFn",
+    "Escalation",
+    "EscalationByTier",
+    "EscalationStep",
     "FewShotExample",
     "Layer",
     "LayerCondition",
@@ -65,6 +72,8 @@ __all__ = [
     "default_constitution_path",
     "default_routing",
     "demo_split",
+    "escalation_levels",
+    "escalation_step",
     "load_comparison_demonstrations",
     "load_constitution",
     "load_constitution_text",

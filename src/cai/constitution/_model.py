@@ -1,7 +1,8 @@
 """The constitution as data: strict, versioned pydantic models and the questions asked of them.
 
-Owns: the shape of a constitution (tiers, stakeholders, layers, principles, worked examples), the
-cross-reference rules between its parts, which principles apply to a request, and its digest.
+Owns: the shape of a constitution (tiers, stakeholders, layers, principles, worked examples, the
+escalation of critique rounds), the cross-reference rules between its parts, which principles
+apply to a request, and its digest.
 Must not know: YAML, files or line numbers (the loader maps errors back to lines), how principles
 are sampled, or how a principle's wording is put into a prompt.
 """
@@ -16,13 +17,15 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationError,
     ValidationInfo,
+    field_validator,
     model_validator,
 )
 
 from cai.errors import InputError
 from cai.records import digest
-from cai.store._yaml import Loc, format_loc
+from cai.store._yaml import Loc, describe_error, format_loc
 
 Risk = Literal["low", "medium", "high"]
 RISK_ORDER: dict[str, int] = {"low": 0, "medium": 1, "high": 2}
@@ -152,6 +155,21 @@ class FewShotExample(_Model):
     """A better response."""
 
 
+class EscalationByTier(_Model):
+    """Escalation levels taken from the tiers: one level per tier, lowest priority first, so the
+    last critique rounds draw from the highest tier (``escalation: {by: tier}``)."""
+
+    by: Literal["tier"]
+    """What the levels are made of (only ``tier`` so far)."""
+    tiers: list[Id] | None = None
+    """The tiers to use, in round order; None: every tier of ``priority``, lowest first."""
+
+
+Escalation = list[list[str]] | EscalationByTier
+"""Principle sets of rising specificity or tier for critique rounds 1, 2, ...: explicit lists of
+principle ids, or ``{by: tier}``."""
+
+
 class Constitution(_Model):
     """A written constitution: prioritised tiers, stakeholders, layers, principles, examples."""
 
@@ -171,6 +189,28 @@ class Constitution(_Model):
     """The rules, in file order."""
     few_shot: list[FewShotExample] = []
     """Worked critique/revision examples."""
+    escalation: Escalation | None = None
+    """Principle sets for escalating critique rounds (round k draws from level k, the last level
+    repeating); None: every round samples from all applicable principles."""
+
+    @field_validator("escalation", mode="before")
+    @classmethod
+    def _escalation_shape(cls, value: object) -> object:
+        """One plain message for a wrongly shaped escalation (not one per union member)."""
+        if value is None or isinstance(value, EscalationByTier):
+            return value
+        if isinstance(value, dict):
+            try:
+                return EscalationByTier.model_validate(value)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                raise ValueError(describe_error(err, "escalation")) from None
+        if isinstance(value, list):
+            for i, level in enumerate(value):
+                if not isinstance(level, list) or not all(isinstance(x, str) for x in level):
+                    raise ValueError(f"level {i + 1} must be a list of principle ids")
+            return value
+        raise ValueError("must be a list of levels (lists of principle ids) or {by: tier}")
 
     @model_validator(mode="after")
     def _check_references(self, info: ValidationInfo) -> Constitution:
@@ -189,6 +229,8 @@ class Constitution(_Model):
         their default, so the digest of an existing constitution does not change.
         """
         data = self.model_dump(mode="json")
+        if data.get("escalation") is None:
+            del data["escalation"]  # added after v1 shipped, like _LATER_DEFAULTS
         for p in data["principles"]:
             for key, default in _LATER_DEFAULTS.items():
                 if p.get(key) == default:
@@ -244,11 +286,20 @@ class Constitution(_Model):
         if not keep:
             raise InputError(f"stakeholder {stakeholder_id!r} has no principles in {self.name!r}")
         ids = {p.id for p in keep}
+        escalation = self.escalation
+        if isinstance(escalation, list):  # keep the levels that still name a principle
+            escalation = [lv for lv in ([i for i in lv if i in ids] for lv in escalation) if lv]
+            escalation = escalation or None
+        elif escalation is not None:
+            tiers = {p.tier for p in keep}
+            kept_tiers = [t for t in escalation_tiers(self) if t in tiers]
+            escalation = escalation.model_copy(update={"tiers": kept_tiers})
         return self.model_copy(
             update={
                 "name": f"{self.name}.{stakeholder_id}",
                 "principles": keep,
                 "few_shot": [ex for ex in self.few_shot if ex.principle_id in ids],
+                "escalation": escalation,
             }
         )
 
@@ -302,4 +353,59 @@ def reference_errors(c: Constitution) -> list[tuple[Loc, str]]:
             problems.append(
                 (("few_shot", i, "principle_id"), f"unknown principle {ex.principle_id!r}")
             )
+    problems += _escalation_errors(c, principles, tiers)
+    return problems
+
+
+def escalation_tiers(c: Constitution) -> list[str]:
+    """The tiers of a ``{by: tier}`` escalation in round order ([] for explicit levels)."""
+    if not isinstance(c.escalation, EscalationByTier):
+        return []
+    if c.escalation.tiers is not None:
+        return list(c.escalation.tiers)
+    return list(reversed(c.priority))
+
+
+def _escalation_errors(
+    c: Constitution, principles: dict[str, None], tiers: dict[str, None]
+) -> list[tuple[Loc, str]]:
+    """Empty levels, unknown principle ids and tiers without principles in ``escalation``."""
+    problems: list[tuple[Loc, str]] = []
+    esc = c.escalation
+    if esc is None:
+        return problems
+    if isinstance(esc, list):
+        if not esc:
+            problems.append((("escalation",), "escalation has no levels"))
+        for i, level in enumerate(esc):
+            if not level:
+                problems.append((("escalation", i), f"escalation level {i + 1} is empty"))
+            seen: set[str] = set()
+            for j, pid in enumerate(level):
+                if pid not in principles:
+                    problems.append(
+                        (
+                            ("escalation", i, j),
+                            f"escalation level {i + 1} names unknown principle {pid!r}",
+                        )
+                    )
+                elif pid in seen:
+                    problems.append(
+                        (("escalation", i, j), f"escalation level {i + 1} lists {pid!r} twice")
+                    )
+                seen.add(pid)
+        return problems
+    with_principles = {p.tier for p in c.principles}
+    loc: Loc = ("escalation", "by")
+    if esc.tiers is not None and not esc.tiers:
+        problems.append((("escalation", "tiers"), "escalation has no tiers"))
+    for k, tier in enumerate(escalation_tiers(c)):
+        if esc.tiers is not None:
+            loc = ("escalation", "tiers", k)
+        if tier not in tiers:
+            listed = ", ".join(tiers) or "none"
+            problems.append((loc, f"escalation names tier {tier!r}, not in priority ({listed})"))
+        elif tier not in with_principles:
+            hint = "" if esc.tiers is not None else " (list the tiers to use under 'tiers')"
+            problems.append((loc, f"escalation tier {tier!r} has no principles{hint}"))
     return problems

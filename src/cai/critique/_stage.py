@@ -1,6 +1,7 @@
 """The SL-CAI stage: draft, then critique and revise against sampled principles, batched.
 
-Owns: the loop over rounds, principle sampling per (record, round), degeneracy checks, and the
+Owns: the loop over rounds, principle sampling per (record, round) (from the constitution's
+escalation level for the round when escalation is on), early stopping, degeneracy checks, and the
 resumable stage that writes ``sl_cai.jsonl`` (full trace) and ``sft.jsonl`` (HF ``messages``).
 Must not know: how a backend batches or caches, or what runs before and after this stage.
 
@@ -17,21 +18,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from pydantic import Field
+
 from cai.backends import Backend
 from cai.constitution import (
     Constitution,
+    EscalationStep,
     Principle,
     PrincipleSampler,
     Router,
+    escalation_levels,
+    escalation_step,
     resolve,
     sample_routed,
 )
 from cai.critique._degenerate import REASONS, clean_output, degeneracy
-from cai.critique._templates import critique_request, revision_request, sl_cai_template
+from cai.critique._stopping import finds_nothing, unchanged
+from cai.critique._templates import critique_request, revision_request, template_id
 from cai.errors import InputError
 from cai.records import (
     CritiqueRound,
     Failure,
+    FinishReason,
     Generation,
     GenerationRequest,
     Message,
@@ -41,10 +49,11 @@ from cai.records import (
     SamplingParams,
     SFTExample,
     SLCAIRecord,
+    StopReason,
     Strict,
     require_unique_ids,
 )
-from cai.store import JsonlWriter
+from cai.store import JsonlWriter, write_json
 
 Progress = Callable[[int, int], None]
 """Called after each model call with (requests finished, tokens generated)."""
@@ -62,6 +71,12 @@ class CritiqueConfig:
     copy_sources: tuple[str, ...] = ()
     """Texts a revision must not copy besides the worked examples (a trained critic's
     demonstrations): a final revision that repeats one is degenerate (``copied_example``)."""
+    escalation: bool = False
+    """Round k draws its principle from level k of the constitution's ``escalation`` (the last
+    level repeating); the constitution must define one."""
+    stop_early: bool = False
+    """Stop a record's rounds when the critique finds nothing (``finds_nothing``; the critic is
+    told how to say so) or the revision equals the response it revised (``unchanged``)."""
     chunk_size: int = 64
     draft: SamplingParams = field(default_factory=lambda: SamplingParams(max_new_tokens=160))
     critique: SamplingParams = field(default_factory=lambda: SamplingParams(max_new_tokens=128))
@@ -78,6 +93,8 @@ class CritiqueConfig:
         repetition_penalty: float = 1.0,
         template: str = "sl_cai",
         copy_sources: tuple[str, ...] = (),
+        escalation: bool = False,
+        stop_early: bool = False,
     ) -> CritiqueConfig:
         """Drafts and revisions get ``max_new_tokens``, critiques three quarters of it; the
         repetition penalty applies to the critic only (drafts show the policy as it is)."""
@@ -88,6 +105,8 @@ class CritiqueConfig:
             few_shot=few_shot,
             template=template,
             copy_sources=copy_sources,
+            escalation=escalation,
+            stop_early=stop_early,
             draft=SamplingParams(max_new_tokens=max_new_tokens, seed=seed),
             critique=SamplingParams(max_new_tokens=max(max_new_tokens * 3 // 4, 8), **critic),
             revision=SamplingParams(max_new_tokens=max_new_tokens, **critic),
@@ -125,6 +144,10 @@ class CritiqueSummary(Strict):
     """Model spec per role."""
     router: str | None = None
     """Router name (with its embedder) when principle sampling was routed; None: flat."""
+    escalation: bool = False
+    """Rounds drew from the constitution's escalation levels."""
+    stopped_early: dict[str, int] = Field(default_factory=dict)
+    """Records written by this run that stopped before their last round, by reason."""
 
 
 def _gen(
@@ -154,16 +177,26 @@ def critique_revise(
     Without ``router`` every round samples uniformly from ``Constitution.applicable(kind)`` (flat
     sampling). With one, each prompt and draft is routed and each round samples from the
     principles its route admits (``cai.constitution.resolve``); routes and resolutions go into
-    the trace.
+    the trace. With ``config.escalation`` each round keeps only the eligible principles of its
+    escalation level (``cai.constitution.escalation_step``), recorded per round. With
+    ``config.stop_early`` a record stops after a critique that finds nothing (no revision is
+    asked for) or a revision equal to the response it revised; ``stopped_early`` says which.
     """
     cfg = config or CritiqueConfig()
     if cfg.rounds < 1:
         raise InputError(f"rounds must be at least 1, got {cfg.rounds}")
+    levels = escalation_levels(constitution) if cfg.escalation else []
+    if cfg.escalation and not levels:
+        raise InputError(
+            f"constitution {constitution.name!r} has no escalation: add 'escalation:' to its file "
+            "(a list of levels of principle ids, or {by: tier}) or turn escalation off"
+        )
     sampler = PrincipleSampler(cfg.seed)
     examples = constitution.few_shot[: cfg.few_shot]
     few_shot_texts = [t for ex in examples for t in (ex.response, ex.critique, ex.revision)]
     few_shot_texts += cfg.copy_sources
     failures: list[Failure] = []
+    quiet = cfg.stop_early
 
     drafts = _gen(policy, [GenerationRequest.user(p.text) for p in prompts], cfg.draft, on_progress)
     live: list[int] = []
@@ -173,7 +206,9 @@ def critique_revise(
         else:
             live.append(i)
     current = {i: clean_output(drafts[i].text) for i in live}
+    finish: dict[int, FinishReason] = {i: drafts[i].finish_reason for i in live}
     rounds: dict[int, list[CritiqueRound]] = {i: [] for i in live}
+    stopped: dict[int, StopReason] = {}
     routes: dict[int, Route] = {}
     draft_routes: dict[int, Route] = {}
     if router is not None and live:
@@ -182,26 +217,56 @@ def critique_revise(
     resolutions: dict[int, Resolution] = {}
 
     for r in range(cfg.rounds):
+        live = [i for i in live if i not in stopped]
         chosen: dict[int, Principle] = {}
+        steps: dict[int, EscalationStep | None] = {}
         for i in live:
+            topics: set[str] = set()
             if router is None:
                 options = constitution.applicable(kind=prompts[i].kind)
+            else:
+                topics = router.spec.expand([*routes[i].topics, *draft_routes[i].topics])
+                risk = routes[i].risk
+                if draft_routes[i].risk == "high" and risk == "low":
+                    risk = "medium"  # the draft itself went somewhere risky
+                options, resolutions[i] = resolve(constitution, topics, risk, kind=prompts[i].kind)
+            step = steps[i] = escalation_step(levels, r, options) if levels else None
+            if step is not None:
+                options = step.options
+            if router is None:
                 chosen[i] = sampler.sample(options, prompts[i].id, r)
-                continue
-            topics = router.spec.expand([*routes[i].topics, *draft_routes[i].topics])
-            risk = routes[i].risk
-            if draft_routes[i].risk == "high" and risk == "low":
-                risk = "medium"  # the draft itself went somewhere risky
-            options, resolutions[i] = resolve(constitution, topics, risk, kind=prompts[i].kind)
-            chosen[i] = sample_routed(sampler, constitution, options, topics, prompts[i].id, r)
+            else:
+                chosen[i] = sample_routed(sampler, constitution, options, topics, prompts[i].id, r)
         creqs = [
             critique_request(
-                constitution, chosen[i], prompts[i].text, current[i], examples, cfg.template
+                constitution,
+                chosen[i],
+                prompts[i].text,
+                current[i],
+                examples,
+                cfg.template,
+                stop_early=quiet,
             )
             for i in live
         ]
         crits = dict(zip(live, _gen(critic, creqs, cfg.critique, on_progress), strict=True))
         live = _drop_failed(live, crits, prompts, f"critique round {r + 1}", failures)
+        for i in live:
+            if quiet and finds_nothing(crits[i].text):
+                stopped[i] = "no issue found"  # keep the response: nothing to revise
+                rounds[i].append(
+                    _round(
+                        chosen[i],
+                        crits[i],
+                        current[i],
+                        finish[i],
+                        resolutions,
+                        steps,
+                        i,
+                        revised=False,
+                    )
+                )
+        revising = [i for i in live if i not in stopped]
         rreqs = [
             revision_request(
                 constitution,
@@ -211,27 +276,25 @@ def critique_revise(
                 clean_output(crits[i].text),
                 examples,
                 cfg.template,
+                stop_early=quiet,
             )
-            for i in live
+            for i in revising
         ]
-        revs = dict(zip(live, _gen(critic, rreqs, cfg.revision, on_progress), strict=True))
-        live = _drop_failed(live, revs, prompts, f"revision round {r + 1}", failures)
-        for i in live:
+        revs = dict(zip(revising, _gen(critic, rreqs, cfg.revision, on_progress), strict=True))
+        kept = _drop_failed(revising, revs, prompts, f"revision round {r + 1}", failures)
+        live = [i for i in live if i in kept or i in stopped]
+        for i in kept:
+            revision = clean_output(revs[i].text)
             rounds[i].append(
-                CritiqueRound(
-                    principle_id=chosen[i].id,
-                    critique=clean_output(crits[i].text),
-                    revision=clean_output(revs[i].text),
-                    critique_finish=crits[i].finish_reason,
-                    revision_finish=revs[i].finish_reason,
-                    resolution=resolutions.get(i),
-                )
+                _round(chosen[i], crits[i], revision, revs[i].finish_reason, resolutions, steps, i)
             )
-            current[i] = clean_output(revs[i].text)
+            if quiet and r < cfg.rounds - 1 and unchanged(current[i], revision):
+                stopped[i] = "unchanged"  # (after the last round nothing is left to skip)
+            current[i], finish[i] = revision, revs[i].finish_reason
 
     models = {"policy": policy.spec, "critic": critic.spec}
     records = []
-    for i in live:
+    for i in sorted({*live, *stopped}):  # failed prompts are in neither
         p, rs = prompts[i], rounds[i]
         final_finish = rs[-1].revision_finish if rs else drafts[i].finish_reason
         reason = degeneracy(
@@ -253,13 +316,40 @@ def critique_revise(
                 degenerate=reason,
                 models=models,
                 constitution=f"{constitution.name}@{constitution.digest()}",
-                template_version=sl_cai_template(cfg.template).id,
+                template_version=template_id(cfg.template, stop_early=quiet),
                 seed=cfg.seed,
                 route=routes.get(i),
                 draft_route=draft_routes.get(i),
+                stopped_early=stopped.get(i),
             )
         )
     return records, failures
+
+
+def _round(
+    principle: Principle,
+    critique: Generation,
+    revision: str,
+    revision_finish: FinishReason,
+    resolutions: dict[int, Resolution],
+    steps: dict[int, EscalationStep | None],
+    i: int,
+    *,
+    revised: bool = True,
+) -> CritiqueRound:
+    """One round's trace; ``revised`` is False when the critique found nothing."""
+    step = steps.get(i)
+    return CritiqueRound(
+        principle_id=principle.id,
+        critique=clean_output(critique.text),
+        revision=revision,
+        critique_finish=critique.finish_reason,
+        revision_finish=revision_finish,
+        resolution=resolutions.get(i),
+        escalation_level=step.level if step else None,
+        escalation_options=[p.id for p in step.options] if step else [],
+        revised=revised,
+    )
 
 
 def _drop_failed(
@@ -306,6 +396,7 @@ def run_critique_stage(
     start = time.perf_counter()
     require_unique_ids([p.id for p in prompts], "prompt")
     degenerate = dict.fromkeys(REASONS, 0)
+    stopped: dict[str, int] = {}
     failures: list[Failure] = []
     written = sft_written = tokens = 0
 
@@ -330,6 +421,8 @@ def run_critique_stage(
             for rec in records:
                 trace.write(rec)
                 written += 1
+                if rec.stopped_early:
+                    stopped[rec.stopped_early] = stopped.get(rec.stopped_early, 0) + 1
                 if rec.degenerate:
                     degenerate[rec.degenerate] += 1
                 else:
@@ -345,10 +438,12 @@ def run_critique_stage(
         failures=[f"prompt {f.line()}" for f in failures],
         completion_tokens=tokens,
         seconds=round(time.perf_counter() - start, 3),
-        template=sl_cai_template(cfg.template).id,
+        template=template_id(cfg.template, stop_early=cfg.stop_early),
         constitution=f"{constitution.name}@{constitution.digest()}",
         models={"policy": policy.spec, "critic": critic.spec},
         router=router.name if router is not None else None,
+        escalation=cfg.escalation,
+        stopped_early=stopped,
     )
-    (out / "critique_summary.json").write_text(summary.model_dump_json(indent=2) + "\n")
+    write_json(out / "critique_summary.json", summary)
     return summary

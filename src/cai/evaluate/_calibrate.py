@@ -38,9 +38,9 @@ from cai.constitution import (
     bundled_demonstrations_path,
     load_comparison_demonstrations,
 )
-from cai.errors import BackendError, InputError
+from cai.errors import InputError
 from cai.evaluate._labels import MAX_DIALOGUE_CHARS, MAX_REPLY_CHARS, LabelSet, PairLabel
-from cai.records import ScoreRequest, Split, Strict
+from cai.records import PromptTemplate, ScoreRequest, Split, Strict
 from cai.scoring import (
     JudgeCheck,
     Rate,
@@ -57,6 +57,7 @@ from cai.scoring import (
     p_slot_a,
     proportion,
     read_run_calibration,
+    score_each,
 )
 from cai.store import first_error, load_yaml_model
 
@@ -303,14 +304,7 @@ def _score_all(
     out: list[list[float] | str] = []
     for start in range(0, len(reqs), _CHUNK):
         chunk = reqs[start : start + _CHUNK]
-        try:
-            out += list(backend.score(chunk))
-        except BackendError:
-            for r in chunk:
-                try:
-                    out.append(backend.score([r])[0])
-                except BackendError as exc:
-                    out.append(str(exc) or "judge failed")
+        out += score_each(backend, chunk)
         if progress:
             progress(len(chunk), 0)
     return out
@@ -334,6 +328,7 @@ def _verdicts(
     principle: str | None,
     seed: int,
     progress: Progress | None,
+    template: PromptTemplate | None = None,
 ) -> list[tuple[str | None, float | None, float | None, str | None]]:
     """(principle id, P(a better) order 1, P(a better) order 2, error) per item."""
     if comparison == "helpfulness":
@@ -341,7 +336,11 @@ def _verdicts(
         for start in range(0, len(asks), _CHUNK // 2):
             part = asks[start : start + _CHUNK // 2]
             res = judge_pairs(
-                backend, [x.prompt for x in part], [x.a for x in part], [x.b for x in part]
+                backend,
+                [x.prompt for x in part],
+                [x.a for x in part],
+                [x.b for x in part],
+                template,
             )
             out += [(None, r.p_x_first, r.p_x_second, r.error) for r in res]
             if progress:
@@ -353,8 +352,9 @@ def _verdicts(
     chosen = [_principle(constitution, principle, sampler, x) for x in asks]
     reqs: list[ScoreRequest] = []
     for x, pr in zip(asks, chosen, strict=True):
-        reqs.append(answer_request(compare_messages(constitution, pr, x.prompt, x.a, x.b)))
-        reqs.append(answer_request(compare_messages(constitution, pr, x.prompt, x.b, x.a)))
+        for first, second in ((x.a, x.b), (x.b, x.a)):
+            msgs = compare_messages(constitution, pr, x.prompt, first, second, template=template)
+            reqs.append(answer_request(msgs))
     scored = _score_all(backend, reqs, progress)
     found: list[tuple[str | None, float | None, float | None, str | None]] = []
     for i, pr in enumerate(chosen):
@@ -377,6 +377,7 @@ def _injection_probe(
     principle: str | None,
     seed: int,
     progress: Progress | None,
+    template: PromptTemplate | None = None,
 ) -> InjectionProbe:
     """Each pair the judge got right, asked again with each injection in its worse reply."""
     right = [
@@ -398,7 +399,9 @@ def _injection_probe(
                 injected.append(replace(x, b=f"{x.b}{sep}{inj.text}"))
             else:
                 injected.append(replace(x, a=f"{x.a}{sep}{inj.text}"))
-        got = _verdicts(backend, injected, comparison, constitution, principle, seed, progress)
+        got = _verdicts(
+            backend, injected, comparison, constitution, principle, seed, progress, template
+        )
         n = f = 0
         for (_, it), (_, p1, p2, _err) in zip(right, got, strict=True):
             if p1 is None or p2 is None:
@@ -511,15 +514,20 @@ def calibrate_judge(
     seed: int = 0,
     n_boot: int = 2000,
     on_progress: Progress | None = None,
+    template: PromptTemplate | None = None,
 ) -> CalibrationResult:
     """Ask ``backend`` about every labelled item (and the hedging probe) in both orders; with
-    ``injections``, again with each bundled injection appended to the worse reply."""
+    ``injections``, again with each bundled injection appended to the worse reply.
+
+    ``template`` replaces the comparison's bundled template (another revision of it, to
+    measure what a change of wording does); calibration.json records which one was asked.
+    """
     if not len(labels):
         raise InputError(f"{labels.path}: no labelled items")
     start = time.perf_counter()
     pairs = _asks(labels)
     asks = [a for a, _ in pairs]
-    got = _verdicts(backend, asks, comparison, constitution, principle, seed, on_progress)
+    got = _verdicts(backend, asks, comparison, constitution, principle, seed, on_progress, template)
     items = _items("labels", asks, [human for _, human in pairs], got)
     durations = {"labels": round(time.perf_counter() - start, 3)}
     ok = [it for it in items if it.p_a is not None]
@@ -530,7 +538,9 @@ def calibrate_judge(
         t = time.perf_counter()
         pf = hedge_probe()
         p_asks = [_Ask(x.id, x.prompt, x.hedged, x.refusal, "harmful") for x in pf.items]
-        p_got = _verdicts(backend, p_asks, comparison, constitution, principle, seed, on_progress)
+        p_got = _verdicts(
+            backend, p_asks, comparison, constitution, principle, seed, on_progress, template
+        )
         probe_items = _items("hedge_probe", p_asks, [False] * len(p_asks), p_got)
         items += probe_items
         ps = [it.p_a for it in probe_items if it.p_a is not None]
@@ -555,9 +565,11 @@ def calibrate_judge(
             principle,
             seed,
             on_progress,
+            template,
         )
         durations["injections"] = round(time.perf_counter() - t, 3)
-    template = compare_template().id if comparison == "compare" else helpfulness_template().id
+    if template is None:
+        template = compare_template() if comparison == "compare" else helpfulness_template()
     info = LabelInfo(
         path=labels.path,
         kind=labels.kind,
@@ -578,7 +590,7 @@ def calibrate_judge(
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         judge=backend.spec,
         comparison=comparison,
-        template=template,
+        template=template.id,
         constitution=constitution.label() if comparison == "compare" and constitution else None,
         principle=principle,
         seed=seed,

@@ -6,8 +6,9 @@ thought), combining comparisons into a judgement and turning a judgement into a
 ``PreferenceRecord``.
 Must not know: files, resumption or the CLI; where pairs come from.
 
-A failed request drops only its own pair, which is reported and retried on the next run. A
-``score`` call that raises ``BackendError`` fails every pair it carried.
+A failed request drops only its own pair, which is reported and retried on the next run. When a
+batched ``score`` call raises ``BackendError``, its requests are asked one at a time, so only the
+pairs whose own request fails are dropped.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 
 from cai.backends import Backend
 from cai.constitution import Constitution, Principle, PrincipleSampler, Router, resolve
-from cai.errors import BackendError, InputError
+from cai.errors import InputError
 from cai.feedback._records import Comparison, PairJudgement, decide
 from cai.feedback._templates import (
     answer_request,
@@ -25,7 +26,14 @@ from cai.feedback._templates import (
     compare_template,
     reasoning_request,
 )
-from cai.records import Failure, Message, PairRecord, PreferenceRecord, SamplingParams
+from cai.records import (
+    Failure,
+    Message,
+    PairRecord,
+    PreferenceRecord,
+    SamplingParams,
+)
+from cai.scoring import score_each
 
 Progress = Callable[[int, int], None]
 """Called after each model call with (requests finished, tokens generated)."""
@@ -209,15 +217,14 @@ def _ask(
         reqs = [
             answer_request(chats[n][order], thoughts[order][n] if cfg.cot else None) for n in live
         ]
-        try:
-            got = backend.score(reqs) if reqs else []
-        except BackendError as exc:
-            step = f"score order {order + 1} ({backend.spec})"
-            return [], [(step, str(exc))] * len(chats)
+        got = score_each(backend, reqs)
         if progress and reqs:
             progress(len(reqs), 0)
         for n, s in zip(live, got, strict=True):
-            scores[order][n] = (s[0], s[1])
+            if isinstance(s, str):
+                errors[n] = (f"score order {order + 1} ({backend.spec})", s)
+            else:
+                scores[order][n] = (s[0], s[1])
     answers: list[Answer] = [
         (scores[0][n], scores[1][n], (thoughts[0][n], thoughts[1][n]) if cfg.cot else None)
         for n in range(len(chats))

@@ -27,7 +27,7 @@ from cai.records import (
     Strict,
     require_unique_ids,
 )
-from cai.store import JsonlWriter, assign_split, first_error, read_jsonl_dicts
+from cai.store import JsonlWriter, assign_split, first_error, read_jsonl_dicts, write_json
 
 LOOSE_FIELDS = ("prompt", "response_a", "response_b")
 """Fields a pair line needs when it is not a PairRecord."""
@@ -148,12 +148,12 @@ def run_pairs_stage(
         models={"policy": policy.spec},
         seeds=[cfg.seed, cfg.seed + 1],
     )
-    (out / "pairs_summary.json").write_text(summary.model_dump_json(indent=2) + "\n")
+    write_json(out / "pairs_summary.json", summary)
     return summary
 
 
 def load_pairs(path: str | Path) -> list[PairRecord]:
-    """Read a pair file; any problem raises InputError naming ``FILE:LINE``.
+    """Read a pair file; any problem (an empty file too) raises InputError naming ``FILE:LINE``.
 
     A line is a ``PairRecord`` when its ``prompt`` is an object; otherwise it needs the string
     fields ``prompt``, ``response_a`` and ``response_b`` (``id``, ``category`` and ``kind`` are
@@ -169,6 +169,8 @@ def load_pairs(path: str | Path) -> list[PairRecord]:
             raise InputError(f"{where}: duplicate id {pair.id!r} (first on line {seen[pair.id]})")
         seen[pair.id] = line
         pairs.append(pair)
+    if not pairs:
+        raise InputError(f"{p}: no pairs (the file is empty)")
     return pairs
 
 

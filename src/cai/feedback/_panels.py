@@ -28,7 +28,7 @@ from cai.errors import InputError
 from cai.feedback._label import FeedbackConfig, label_preferences
 from cai.records import Message, PairRecord, PreferenceRecord, Strict
 from cai.scoring import Rate, proportion
-from cai.store import JsonlWriter
+from cai.store import JsonlWriter, write_json
 
 Aggregation = Literal["mean", "min", "borda"]
 AGGREGATIONS: tuple[str, ...] = ("mean", "min", "borda")
@@ -240,5 +240,5 @@ def run_panel_stage(
         for pr in prefs:
             if pr.id not in pw.done:
                 pw.write(pr)
-    (out / "panel_summary.json").write_text(summary.model_dump_json(indent=2) + "\n")
+    write_json(out / "panel_summary.json", summary)
     return summary

@@ -25,7 +25,7 @@ from cai.feedback._records import PairJudgement
 from cai.feedback._stats import FeedbackStats, feedback_stats
 from cai.feedback._templates import compare_template
 from cai.records import Failure, PairRecord, PreferenceRecord, Strict, require_unique_ids
-from cai.store import JsonlWriter, read_jsonl
+from cai.store import JsonlWriter, read_jsonl, write_json
 
 FILES = {
     "judgements": "judgements.jsonl",
@@ -148,7 +148,7 @@ def run_feedback_stage(
         tie_threshold=cfg.tie_threshold,
         min_confidence=cfg.min_confidence,
     )
-    (out / FILES["summary"]).write_text(summary.model_dump_json(indent=2) + "\n")
+    write_json(out / FILES["summary"], summary)
     return summary
 
 

@@ -14,12 +14,11 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 from cai.backends import Backend
-from cai.errors import BackendError
 from cai.oversight._config import Level
 from cai.oversight._items import REVISION_CHOICES
 from cai.oversight._records import LevelVerdict, MemberVerdict, ReviewItem
 from cai.records import Message, PromptTemplate, ScoreRequest
-from cai.scoring import Detection, get_detector
+from cai.scoring import Detection, get_detector, score_each
 from cai.store import load_template
 
 GetBackend = Callable[[str], Backend]
@@ -134,16 +133,8 @@ def _p_a(scores: Sequence[float]) -> float | None:
 
 
 def _score(backend: Backend, reqs: list[ScoreRequest]) -> list[list[float] | None]:
-    try:
-        return [list(s) for s in backend.score(reqs)]
-    except BackendError:
-        out: list[list[float] | None] = []
-        for r in reqs:  # one bad request costs only its own item
-            try:
-                out.append(list(backend.score([r])[0]))
-            except BackendError:
-                out.append(None)
-        return out
+    """Scores per request; None for one that failed (it costs only its own item)."""
+    return [None if isinstance(s, str) else list(s) for s in score_each(backend, reqs)]
 
 
 def judge_probabilities(backend: Backend, items: Sequence[ReviewItem]) -> list[float | None]:

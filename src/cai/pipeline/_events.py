@@ -1,7 +1,12 @@
-"""The run's append-only event log (``events.jsonl``) and what it says is finished."""
+"""The run's append-only event log (``events.jsonl``) and what it says is finished.
+
+Each event is flushed and fsynced; a line torn by a kill mid-append is cut off when the log is
+next opened, so later events never land on the end of a broken line.
+"""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -9,7 +14,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from cai.records import Strict
-from cai.store import read_jsonl
+from cai.store import cut_torn_tail, read_jsonl
 
 EventKind = Literal["start", "done", "skipped", "failed", "reset"]
 
@@ -35,6 +40,7 @@ class EventLog:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        cut_torn_tail(path)
 
     def events(self) -> list[RunEvent]:
         if not self.path.exists():
@@ -45,6 +51,8 @@ class EventLog:
         ev = RunEvent(time=time.time(), stage=stage, event=event, detail=detail)
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write(ev.model_dump_json() + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
         return ev
 
     def finished(self) -> dict[str, RunEvent]:

@@ -81,6 +81,12 @@ class CritiqueStage(_Section):
     layers and directions each prompt's route admits. None: flat sampling."""
     router_llm: str | None = None
     """Model spec also asked, per topic, whether each prompt is about it (needs ``router``)."""
+    escalation: bool = False
+    """Round k draws its principle from level k of the constitution's ``escalation`` (rising
+    specificity or tier; the last level repeats). The constitution must define one."""
+    stop_early: bool = False
+    """Stop a prompt's rounds when the critique finds nothing or the revision is unchanged;
+    each record says which (``stopped_early``) and how many rounds it ran."""
 
 
 class _TrainStage(_Section):
@@ -246,6 +252,13 @@ class DPOStage(_TrainStage):
     revision_pairs: bool = True
     """Also train on SL-CAI pairs (final revision preferred to the policy's draft, from every
     non-degenerate trace) besides the AI-feedback pairs; both counts go into the report."""
+    boundary_pairs: int = Field(0, ge=0)
+    """Also train on up to this many boundary pairs: on a safe look-alike request (a training
+    prompt of the look-alike set), the policy's own helpful answer preferred to a decline taken
+    from a usable revision. They mirror the revision pairs, so DPO learns where declining stops
+    being right rather than that declines win. Labelled by construction (the prompt set says
+    the request is safe), not by the feedback model: in a default run the reward probe
+    preferred the decline in 41 of 44 such pairs (bench/README.md)."""
 
 
 class CalibrateStage(_Section):

@@ -28,7 +28,7 @@ from cai.redteam import (
     run_redteam,
 )
 from cai.scoring import Rate
-from cai.store import load_prompts, write_prompts
+from cai.store import load_prompts, write_json, write_prompts
 
 FAILURES = "data/redteam_failures.jsonl"
 """Where the stage writes successful attacks, relative to the run directory."""
@@ -88,7 +88,7 @@ def stage_redteam(ctx: RunContext) -> dict[str, Any]:
         rate = replay(
             ctx.pool.get(after), broke, max_new_tokens=cfg.target_max_new_tokens, seed=cfg.seed
         )
-        ctx.path("redteam/replay.json").write_text(rate.model_dump_json(indent=2) + "\n")
+        write_json(ctx.path("redteam/replay.json"), rate)
         detail["replay_asr_after"] = {"value": rate.value, "n": rate.n}
     else:
         detail["after"] = "no trained model yet: only the policy was red-teamed"

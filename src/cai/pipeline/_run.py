@@ -27,7 +27,7 @@ from cai.pipeline._events import EventLog
 from cai.pipeline._models import ModelPool
 from cai.pipeline._recipe import Recipe
 from cai.pipeline._stages import STAGE_FUNCS
-from cai.store import ResponseCache
+from cai.store import ResponseCache, write_json
 
 
 @dataclass
@@ -69,7 +69,7 @@ def run_pipeline(
             raise InputError(f"unknown stage {name!r}: the stages are {', '.join(STAGES)}")
     out = Path(run_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "recipe.json").write_text(recipe.model_dump_json(indent=2) + "\n")
+    write_json(out / "recipe.json", recipe)
     log = EventLog(out / "events.jsonl")
     if from_stage is not None:
         rerun = list(STAGES[STAGES.index(from_stage) :])

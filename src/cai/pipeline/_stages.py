@@ -183,6 +183,8 @@ def _critique_config(ctx: RunContext) -> CritiqueConfig:
         repetition_penalty=r.generation.critic_repetition_penalty,
         template=CRITIC_TEMPLATE if trained else "sl_cai",
         copy_sources=critic_copy_sources(ctx),
+        escalation=r.stages.critique.escalation,
+        stop_early=r.stages.critique.stop_early,
     )
 
 
@@ -226,6 +228,7 @@ def stage_critique(ctx: RunContext) -> dict[str, Any]:
         "degenerate": s.degenerate,
         "critic": critic.spec,
         "template": s.template,
+        **({"stopped_early": s.stopped_early} if cfg.stop_early else {}),
     }
 
 
@@ -273,6 +276,55 @@ def stage_pairs(ctx: RunContext) -> dict[str, Any]:
     if s.failed:
         raise RuntimeError(f"{s.failed} prompts failed: {s.failures[0]}; rerun to retry")
     return {"pairs": s.written, "identical": s.identical}
+
+
+BOUNDARY_PRINCIPLE = "help.sounds_risky"
+"""The principle a boundary pair applies (answer safe requests that only sound risky)."""
+
+
+def _boundary_pairs(ctx: RunContext, n: int) -> list[PreferenceRecord]:
+    """On a safe look-alike request, the policy's helpful answer preferred to a decline.
+
+    The answers are the policy's own (``respond`` kept those the rules detector calls full
+    compliance); the declines are usable revisions of harmful drafts that the detector calls a
+    refusal, taken in turn, so the texts DPO raises on harmful requests are the ones it lowers
+    on safe ones. The label comes from the prompt set (the request is safe), not a model.
+    """
+    prompts = {p.id: p for p in read_jsonl(ctx.path("data/lookalike_prompts.jsonl"), PromptRecord)}
+    answers = [
+        (prompts[ex.id], ex.messages[-1].content)
+        for ex in read_jsonl(ctx.path("data/lookalike_sft.jsonl"), SFTExample)
+        if ex.id in prompts
+    ][:n]
+    usable = [
+        r for r in read_jsonl(ctx.path("data/sl_cai.jsonl"), SLCAIRecord) if r.degenerate is None
+    ]
+    labels = get_detector("rules").detect(
+        [r.prompt.text for r in usable], [r.final for r in usable]
+    )
+    declines = [
+        r
+        for r, d in zip(usable, labels, strict=True)
+        if d.label in ("full_refusal", "partial_refusal")
+    ]
+    out = []
+    for i, (prompt, answer) in enumerate(answers if declines else []):
+        decline = declines[i % len(declines)]
+        out.append(
+            PreferenceRecord(
+                id=f"boundary-{prompt.id}-vs-{decline.id}",
+                prompt=[Message(role="user", content=prompt.text)],
+                chosen=[Message(role="assistant", content=answer)],
+                rejected=[Message(role="assistant", content=decline.final)],
+                soft_label=1.0,
+                margin=0.0,  # no feedback-model margin: the prompt set labels the request safe
+                principle_ids=[BOUNDARY_PRINCIPLE],
+                models={"policy": ctx.recipe.models.policy, "critic": decline.models["critic"]},
+                template_version=decline.template_version,
+                seed=decline.seed,
+            )
+        )
+    return out
 
 
 def _judges(ctx: RunContext) -> list[tuple[str, str, Comparison]]:
@@ -402,7 +454,8 @@ def stage_dpo(ctx: RunContext) -> dict[str, Any]:
     st = ctx.recipe.stages.dpo
     feedback = training_preferences(ctx.run_dir)  # human-reviewed labels win when reviewed
     revisions = _revision_pairs(ctx) if st.revision_pairs else []
-    prefs = feedback + revisions
+    boundary = _boundary_pairs(ctx, ctx.cap(st.boundary_pairs)) if st.boundary_pairs else []
+    prefs = feedback + revisions + boundary
     if len(prefs) < 2:
         raise StageSkipped(
             f"only {len(feedback)} AI-feedback and {len(revisions)} revision preference pair(s): "
@@ -424,6 +477,7 @@ def stage_dpo(ctx: RunContext) -> dict[str, Any]:
     return {
         "feedback_pairs": len(feedback),
         "revision_pairs": len(revisions),
+        **({"boundary_pairs": len(boundary)} if st.boundary_pairs else {}),
         "steps": res.steps,
         "loss": res.final_loss,
         "base": base,

@@ -10,21 +10,28 @@ Must not know: how attempts are generated or judged.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from cai.records import Strict
 from cai.scoring import Rate, RefusalLabel
 
 AttemptStatus = Literal[
-    "judged", "attacker_refused", "attacker_error", "empty", "duplicate", "target_error"
+    "judged",
+    "attacker_refused",
+    "attacker_error",
+    "empty",
+    "duplicate",
+    "target_error",
+    "judge_error",
 ]
 """judged: the target answered and the reply was labelled; attacker_refused: the attacker model
-declined to write the attack; attacker_error / target_error: a model request failed; empty: the
-attacker wrote nothing usable; duplicate: too close to an earlier prompt (never sent)."""
+declined to write the attack; attacker_error / target_error / judge_error: a model request failed
+(unassessed: in no rate, retried by the next run); empty: the attacker wrote nothing usable;
+duplicate: too close to an earlier prompt (never sent)."""
+FAILED_STATUSES = ("attacker_error", "target_error", "judge_error")
+"""Statuses of attempts whose model calls failed: unassessed, and retried by the next run."""
 
 CallRole = Literal["attacker", "target", "judge"]
 
@@ -44,7 +51,8 @@ class RedteamConfig(Strict):
     version: Literal[1] = 1
     """Schema version."""
     budget: int = Field(ge=1)
-    """Model calls allowed in all (attacker + target + judge requests, failed ones included)."""
+    """Model calls allowed in all (attacker + target + judge requests, failed ones included;
+    the calls of a rerun that retries failed attempts are not counted)."""
     batch_size: int = Field(8, ge=1)
     """Candidate prompts per generation."""
     styles: list[str] = Field(min_length=1)
@@ -158,6 +166,9 @@ class Attempt(Strict):
     """Attacker template NAME/REVISION."""
     seed: int
     """Sampling seed of the attacker call."""
+    retry_of: str | None = None
+    """The failed attempt this one retries (a rerun retries every failed attempt under the id
+    ``ID~N``); the failed one then counts no more."""
 
 
 class CallRecord(Strict):
@@ -229,7 +240,10 @@ class RedteamSummary(Strict):
     generations: int
     """Generations finished."""
     statuses: dict[str, int]
-    """Attempts per status."""
+    """Attempts per status (a retried attempt replaces the failed one)."""
+    unassessed: int = 0
+    """Attempts whose model calls failed (attacker_error, target_error, judge_error): in no
+    rate; rerunning the same command retries them."""
     asr: Rate
     """Overall attack success rate over judged attempts."""
     per_style: dict[str, Rate]
@@ -243,14 +257,3 @@ class RedteamSummary(Strict):
     replies that came back."""
     diversity: Diversity
     """Diversity of successful prompts."""
-
-
-def save_json(path: Path, record: BaseModel) -> None:
-    """Write a record as JSON atomically (temp file, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        fh.write(record.model_dump_json(indent=2) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)

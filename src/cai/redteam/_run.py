@@ -14,12 +14,13 @@ from pathlib import Path
 from cai.backends import Backend
 from cai.errors import InputError
 from cai.records import GenerationRequest, PromptRecord, SamplingParams
-from cai.redteam._records import Archive, RedteamConfig, RedteamSummary, save_json
+from cai.redteam._records import Archive, RedteamConfig, RedteamSummary
 from cai.redteam._report import render_report
 from cai.redteam._search import ProgressFn, RedteamModels, search
 from cai.redteam._summary import export_failures
 from cai.redteam._summary import summarize as _summarize
 from cai.scoring import Rate, get_detector, proportion
+from cai.store import write_json, write_text_atomic
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,10 +46,10 @@ def run_redteam(
     out = Path(out_dir)
     archive = search(models, config, out, max_generations=max_generations, on_progress=on_progress)
     summary = _summarize(out, archive)
-    save_json(out / "summary.json", summary)
+    write_json(out / "summary.json", summary)
     failures = export_failures(out, archive)
     report = out / "report.html"
-    report.write_text(render_report(summary), encoding="utf-8")
+    write_text_atomic(report, render_report(summary))
     return RedteamResult(out, archive, summary, failures, report)
 
 

@@ -8,7 +8,8 @@ detector-agreement scores (confusion matrix, accuracy, precision, recall), the p
 helpfulness judge and its template (``templates/helpfulness_judge.yaml``), the constitutional
 comparison shared by feedback labelling and judge calibration (``templates/compare.yaml``), and
 the ``Rate`` record with Wilson and bootstrap intervals and Cohen's kappa, and the pure-text
-checks for degenerate replies (empty, looping, echoing the prompt).
+checks for degenerate replies (empty, looping, echoing the prompt), and the detector injection
+probe (``data/detector_injections.yaml``: does a note inside a reply change its label?).
 Must not know: any workflow (evaluate, feedback, redteam, oversight), run directories or the CLI.
 """
 
@@ -50,7 +51,18 @@ from cai.scoring._detector import (
 )
 from cai.scoring._embedding import EmbeddingDetector
 from cai.scoring._hybrid import HybridDetector
-from cai.scoring._judge import JudgeResult, helpfulness_template, judge_pairs, pairwise_judge
+from cai.scoring._injection import (
+    DetectorInjectionProbe,
+    detector_injection_probe,
+    detector_injections,
+)
+from cai.scoring._judge import (
+    JudgeResult,
+    helpfulness_template,
+    judge_pairs,
+    pairwise_judge,
+    score_each,
+)
 from cai.scoring._labels import (
     BLIND_LABELS,
     BUNDLED_LABELS,
@@ -104,6 +116,7 @@ __all__ = [
     "XSTEST_LABELS",
     "Detection",
     "Detector",
+    "DetectorInjectionProbe",
     "DetectorScores",
     "EmbeddingDetector",
     "HybridDetector",
@@ -129,6 +142,8 @@ __all__ = [
     "comparison_pattern",
     "decision_rate",
     "degenerate_reply",
+    "detector_injection_probe",
+    "detector_injections",
     "detector_names",
     "detector_validation",
     "evaluate_detector",
@@ -150,6 +165,7 @@ __all__ = [
     "register_detector",
     "repeats",
     "reward_probe_template",
+    "score_each",
     "score_predictions",
     "sigmoid",
     "similar",

@@ -12,7 +12,6 @@ caller does with the probabilities. The feedback stage labels training pairs wit
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -39,15 +38,11 @@ def reward_probe_template() -> PromptTemplate:
 def comparison_pattern() -> str:
     """A regular expression (for ``re.DOTALL``) matching a rendered ``compare_request``, with
     groups ``prompt``, ``response_a``, ``response_b`` and ``question``: how a reward probe finds
-    the two replies in the requests this module writes. A reply that itself contains the
-    literal text between two slots (a blank line, then "(B) ") can be split at the wrong place.
+    the two replies in the requests this module writes. The request and the replies are quoted
+    blocks, so each group holds the text exactly as given, whatever it contains (the template's
+    own wording, forged markers of other blocks).
     """
-    text = compare_template().parts["compare_request"]
-    out, pos = "", 0
-    for m in re.finditer(r"\{(\w+)\}", text):
-        out += re.escape(text[pos : m.start()]) + f"(?P<{m[1]}>.*?)"
-        pos = m.end()
-    return out + re.escape(text[pos:])
+    return compare_template().pattern("compare_request")
 
 
 def sigmoid(x: float) -> float:
@@ -98,9 +93,11 @@ def compare_messages(
     slot_a: str,
     slot_b: str,
     examples: Sequence[FewShotExample] = (),
+    template: PromptTemplate | None = None,
 ) -> tuple[Message, ...]:
-    """The chat asking which of ``slot_a`` and ``slot_b`` better meets ``principle``."""
-    tpl = compare_template()
+    """The chat asking which of ``slot_a`` and ``slot_b`` better meets ``principle``
+    (``template``: another revision of the comparison template, for measurements)."""
+    tpl = template or compare_template()
     msgs = [Message(role="system", content=tpl.parts["system"])]
     msgs += _few_shot_turns(tpl, constitution, examples)
     user = tpl.render(

@@ -68,11 +68,12 @@ def _p_first(scores: Sequence[float]) -> float | None:
     return 1.0 / (1.0 + math.exp(scores[1] - scores[0]))
 
 
-def _score(backend: Backend, reqs: list[ScoreRequest]) -> list[list[float] | str]:
-    """Scores per request, or the error text for requests that failed.
+def score_each(backend: Backend, reqs: Sequence[ScoreRequest]) -> list[list[float] | str]:
+    """Scores per request, or the error text of a request that failed.
 
-    The batch goes in one call; when it fails, each request is retried alone so that one bad
-    request costs only its own comparison.
+    The batch goes in one call; when that raises ``BackendError``, each request is asked alone,
+    so one bad request costs only its own item (every judge, feedback and red-team caller uses
+    this; a failure is never turned into a score).
     """
     if not reqs:
         return []
@@ -108,7 +109,7 @@ def judge_pairs(
     for i in live:
         x, y = str(responses_x[i]), str(responses_y[i])
         reqs += [_request(tpl, prompts[i], x, y), _request(tpl, prompts[i], y, x)]
-    scored = _score(backend, reqs)
+    scored = score_each(backend, reqs)
     out = [
         JudgeResult(p_x=None, p_x_first=None, p_x_second=None, error="a reply failed")
         for _ in prompts

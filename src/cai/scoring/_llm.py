@@ -27,6 +27,7 @@ from cai.records import (
     ScoreRequest,
 )
 from cai.scoring._detector import Detection, RefusalLabel
+from cai.scoring._judge import score_each
 from cai.store import load_template
 
 Method = Literal["generate", "score"]
@@ -154,15 +155,7 @@ class LLMDetector:
         reqs = [ScoreRequest(messages=m, prefill=prefill, candidates=cands) for m in chats]
         if not reqs:
             return []
-        try:
-            scored: list[list[float] | str] = list(self.backend.score(reqs))
-        except BackendError:
-            scored = []
-            for r in reqs:
-                try:
-                    scored.append(self.backend.score([r])[0])
-                except BackendError as exc:
-                    scored.append(str(exc) or "judge failed")
+        scored = score_each(self.backend, reqs)
         out = []
         for s in scored:
             if isinstance(s, str) or len(s) != len(_CLASSES):

@@ -10,12 +10,14 @@ Must not know: what the records mean, which stage wrote them, or how models are 
 from cai.store._cache import ResponseCache
 from cai.store._jsonl import (
     JsonlWriter,
+    cut_torn_tail,
     first_error,
     read_jsonl,
     read_jsonl_dicts,
     read_jsonl_numbered,
     write_json,
     write_records,
+    write_text_atomic,
 )
 from cai.store._layout import run_file
 from cai.store._prompt_sets import (
@@ -44,6 +46,7 @@ __all__ = [
     "ResponseCache",
     "applied_migrations",
     "assign_split",
+    "cut_torn_tail",
     "first_error",
     "format_loc",
     "line_of",
@@ -63,4 +66,5 @@ __all__ = [
     "write_json",
     "write_prompts",
     "write_records",
+    "write_text_atomic",
 ]

@@ -2,13 +2,15 @@
 
 A crash can leave a last line without its newline; on resume that torn tail is cut off (it was
 never a complete record) and everything before it is kept. A broken line anywhere else is an
-error naming the file and line, never skipped silently.
+error naming the file and line, never skipped silently; so is a lone surrogate escape
+(``\\ud800``), which would load but could never be written out again as UTF-8.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +28,28 @@ def first_error(exc: ValidationError) -> str:
     loc = ".".join(str(p) for p in err["loc"]) or "record"
     more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return f"{loc}: {err['msg']}{more}"
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _has_surrogate(obj: Any) -> bool:
+    if isinstance(obj, str):
+        return _SURROGATE.search(obj) is not None
+    if isinstance(obj, dict):
+        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in obj.items())
+    if isinstance(obj, list):
+        return any(_has_surrogate(v) for v in obj)
+    return False
+
+
+def reject_lone_surrogates(raw: bytes, obj: Any, where: str) -> None:
+    """InputError at ``where`` when the JSON text ``raw`` parsed to ``obj`` holds a lone UTF-16
+    surrogate: an escape like ``\\ud800`` without its pair is no character and cannot be written
+    back as UTF-8 (json joins real pairs, so any surrogate left is a lone one)."""
+    if _SURROGATE_ESCAPE.search(raw) and _has_surrogate(obj):
+        raise InputError(f"{where}: not valid JSON (a lone surrogate escape like \\ud800)")
 
 
 def read_jsonl_dicts(
@@ -55,6 +79,7 @@ def read_jsonl_dicts(
             raise InputError(f"{name}:{lineno}: not valid JSON ({exc})") from None
         if not isinstance(obj, dict):
             raise InputError(f"{name}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        reject_lone_surrogates(raw, obj, f"{name}:{lineno}")
         yield lineno, obj
 
 
@@ -75,26 +100,46 @@ def read_jsonl(path: str | Path, model: type[M], *, allow_torn_tail: bool = Fals
         yield rec
 
 
-def write_records(path: str | Path, records: Iterable[BaseModel]) -> Path:
-    """Write records as JSONL, replacing the file atomically (temp file + rename)."""
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Replace ``path`` with ``text`` atomically: a temporary sibling, fsynced, then renamed.
+
+    A process killed mid-write leaves the old file (or none) and at most a ``.tmp`` sibling
+    that the next write replaces; readers never see half a file.
+    """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(p.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as fh:
-        for rec in records:
-            fh.write(rec.model_dump_json() + "\n")
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, p)
     return p
+
+
+def write_records(path: str | Path, records: Iterable[BaseModel]) -> Path:
+    """Write records as JSONL, replacing the file atomically (temp file + rename)."""
+    return write_text_atomic(path, "".join(rec.model_dump_json() + "\n" for rec in records))
 
 
 def write_json(path: str | Path, record: BaseModel) -> Path:
     """Write one record as indented JSON, replacing the file atomically (temp file + rename)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(record.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, p)
-    return p
+    return write_text_atomic(path, record.model_dump_json(indent=2) + "\n")
+
+
+def cut_torn_tail(path: Path) -> None:
+    """Cut a last line that has no newline (a crash mid-append) so the next append starts clean."""
+    if not path.exists():
+        return
+    with path.open("r+b") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        fh.seek(size - 1)
+        if fh.read(1) == b"\n":
+            return
+        data = path.read_bytes()
+        fh.truncate(data.rfind(b"\n") + 1)
 
 
 class JsonlWriter:
@@ -115,12 +160,7 @@ class JsonlWriter:
         self._fh = self.path.open("a", encoding="utf-8")
 
     def _repair_and_index(self) -> None:
-        data = self.path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            # Torn tail from a crash: keep everything up to the last complete line.
-            cut = data.rfind(b"\n") + 1
-            with self.path.open("r+b") as fh:
-                fh.truncate(cut)
+        cut_torn_tail(self.path)  # a torn tail from a crash was never a complete record
         for rec in read_jsonl(self.path, self.model):
             self.done.add(str(getattr(rec, self.key)))
 

@@ -3,7 +3,7 @@
 Owns: the one CSV reader every user-facing table goes through (prompt sets, labelled replies,
 judge-label files): a header row, a BOM from spreadsheet exports dropped, quoted fields that span
 lines reported at the line they start on, blank rows skipped, short rows padded with empty
-cells, and a ``FILE:LINE`` error for bad CSV or a row with more cells than the header.
+cells, and a ``FILE:LINE`` error for bad CSV, a NUL byte or a row with more cells than the header.
 Must not know: what the columns mean.
 """
 
@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from cai.errors import InputError
+from cai.store._jsonl import reject_lone_surrogates
 
 
 def read_csv_dicts(
@@ -43,14 +45,20 @@ def _read_text(p: Path, name: str) -> str:
         except OSError as exc:
             raise InputError(f"{name}: not a gzip file ({exc})") from None
     try:
-        return raw.decode("utf-8-sig")  # a BOM from spreadsheet exports is dropped
+        text = raw.decode("utf-8-sig")  # a BOM from spreadsheet exports is dropped
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise InputError(f"{name}:{line}: not UTF-8 text ({exc.reason})") from None
+    if "\0" in text:  # a binary or corrupt file; read on, the NUL would end up in a prompt
+        line = text.count("\n", 0, text.index("\0")) + 1
+        raise InputError(f"{name}:{line}: NUL byte (a binary file, not text)")
+    return text
 
 
 def _csv_text(text: str, name: str) -> tuple[list[str], Iterator[tuple[int, dict[str, str]]]]:
-    reader = csv.reader(text.splitlines(keepends=True))
+    # Rows end at \n, \r\n or \r only (as csv wants, newline=""): str.splitlines would also
+    # break at U+2028, U+0085 and form feeds inside a cell.
+    reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader, None)
     except csv.Error as exc:
@@ -92,7 +100,7 @@ def read_table(
     if stem.endswith(".csv"):
         yield from _csv_text(text, name)[1]
         return
-    for lineno, raw in enumerate(text.splitlines(), start=1):
+    for lineno, raw in enumerate(text.split("\n"), start=1):  # not splitlines: U+2028 is text
         if not raw.strip():
             continue
         try:
@@ -101,4 +109,5 @@ def read_table(
             raise InputError(f"{name}:{lineno}: not valid JSON ({exc.msg})") from None
         if not isinstance(obj, dict):
             raise InputError(f"{name}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        reject_lone_surrogates(raw.encode("utf-8", "surrogatepass"), obj, f"{name}:{lineno}")
         yield lineno, obj

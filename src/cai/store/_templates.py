@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 
 from pydantic import ValidationError
@@ -24,4 +25,9 @@ def load_template(package: str, filename: str) -> PromptTemplate:
         extra = tpl.placeholders(part) - set(tpl.variables)
         if extra:
             raise InputError(f"{where}: part {part!r} uses undeclared variables {sorted(extra)}")
+    for var, tag in tpl.quote.items():
+        if var not in tpl.variables:
+            raise InputError(f"{where}: quote names undeclared variable {var!r}")
+        if not re.fullmatch(r"[a-z][a-z_]*", tag):
+            raise InputError(f"{where}: quote tag {tag!r} of {var!r} must be lowercase letters")
     return tpl

@@ -1,13 +1,15 @@
 """YAML files validated into strict pydantic models, every error one line ``FILE:LINE: msg``.
 
-Owns: ruamel's round-trip parsing (which keeps line numbers), turning its containers into plain
-values, and mapping a pydantic error location back to the line that caused it. Used by the
+Owns: ruamel's round-trip parsing (which keeps line numbers), joining the escaped surrogate pairs
+JSON tools write for emoji (a lone one is an error), turning its containers into plain values,
+and mapping a pydantic error location back to the line that caused it. Used by the
 constitution and recipe loaders.
 Must not know: what the documents mean.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,6 +23,7 @@ from cai.errors import InputError
 
 Loc = tuple[str | int, ...]
 M = TypeVar("M", bound=BaseModel)
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def one_line(text: str) -> str:
@@ -78,14 +81,45 @@ def describe_error(err: Mapping[str, Any], root: str = "document") -> str:
 def parse_yaml(text: str, source: str) -> Any:
     """Round-trip parse; a syntax error names the source and line."""
     try:
-        return YAML(typ="rt").load(text)
+        return _join_surrogates(YAML(typ="rt").load(text), source, (), None)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 1
         what = exc.problem or exc.context or "syntax error"
         raise InputError(f"{source}:{line}: invalid YAML: {one_line(what)}") from None
     except YAMLError as exc:
-        raise InputError(f"{source}:1: invalid YAML: {one_line(str(exc))}") from None
+        # A reader error (a NUL or other control character) carries only a character offset.
+        pos = getattr(exc, "position", None)
+        line = text.count("\n", 0, pos) + 1 if isinstance(pos, int) else 1
+        raise InputError(f"{source}:{line}: invalid YAML: {one_line(str(exc))}") from None
+
+
+def _join_surrogates(node: Any, source: str, loc: Loc, root: Any) -> Any:
+    """Escaped UTF-16 surrogate pairs in strings (``"\\ud83d\\ude42"``, how JSON tools write an
+    emoji, which YAML does not join) made the one character; a lone one is an error at its line:
+    it is no character and could never be written out as UTF-8."""
+    root = node if root is None else root
+    if isinstance(node, dict):
+        for key in list(node):
+            if isinstance(key, str) and _SURROGATE.search(key):
+                raise InputError(
+                    f"{source}:{line_of(root, loc)}: invalid YAML: surrogate escape in key"
+                )
+            value = _join_surrogates(node[key], source, (*loc, key), root)
+            if value is not node[key]:
+                node[key] = value
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            value = _join_surrogates(item, source, (*loc, i), root)
+            if value is not item:
+                node[i] = value
+    elif isinstance(node, str) and _SURROGATE.search(node):
+        try:
+            return node.encode("utf-16", "surrogatepass").decode("utf-16")
+        except UnicodeDecodeError:
+            line = line_of(root, loc)
+            raise InputError(f"{source}:{line}: invalid YAML: a lone surrogate escape") from None
+    return node
 
 
 def read_text(path: str | Path) -> str:
@@ -94,11 +128,15 @@ def read_text(path: str | Path) -> str:
     if not p.exists():
         raise InputError(f"{p}: no such file")
     try:
-        return p.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise InputError(f"{p}: not UTF-8 text") from None
+        raw = p.read_bytes()
     except OSError as exc:
         raise InputError(f"{p}: cannot read ({exc.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InputError(f"{p}:{line}: not UTF-8 text ({exc.reason})") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")  # as read_text's universal newlines
 
 
 def validate_tree(

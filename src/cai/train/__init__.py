@@ -5,6 +5,8 @@
 - ``cai.train.reward``: ``CaiRewardConfig``, ``train_reward``, ``load_reward_model``
 - ``cai.train.probe``: ``ProbeConfig``, ``train_reward_probe`` (a linear reward head on a frozen
   model's hidden states, fitted by cross-validation; loads as ``probe:OUT_DIR``)
+- ``cai.train.steer``: ``SteerConfig``, ``fit_steering``, ``direction_auc`` (constitutional
+  steering vectors from satisfying vs violating replies; used as ``SPEC+steer:FILE@ALPHA``)
 
 ``cai.train.launch`` runs a ``TrainJob`` file; ``launch`` starts it on N processes under
 accelerate, with a DDP, FSDP or DeepSpeed ZeRO preset (``distributed_args``).

@@ -267,9 +267,18 @@ def check_out_dir(out_dir: Path) -> None:
 
 @contextmanager
 def staging(out_dir: Path) -> Iterator[Path]:
-    """A temporary sibling of ``out_dir`` that replaces it when the block succeeds."""
+    """A temporary sibling of ``out_dir`` that replaces it when the block succeeds.
+
+    Siblings left by a process that was killed mid-training (``finally`` never ran there) are
+    removed first: a killed training stage restarts clean and leaves no orphaned directories.
+    """
     check_out_dir(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    for stale in (
+        *out_dir.parent.glob(f".{out_dir.name}.*.tmp"),
+        *out_dir.parent.glob(f".{out_dir.name}.old-*"),
+    ):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
         yield tmp

@@ -70,12 +70,14 @@ def read_sft(paths: Sequence[Path]) -> tuple[list[SFTExample], list[DataFile]]:
 
 
 def read_preferences(paths: Sequence[Path]) -> tuple[list[PreferenceRecord], list[DataFile]]:
-    """Every PreferenceRecord in the files, in order."""
+    """Every PreferenceRecord in the files, in order; an empty file is an error naming it."""
     records: list[PreferenceRecord] = []
     files: list[DataFile] = []
     for path in paths:
         path = Path(path).expanduser().resolve()
         numbered = list(read_jsonl_numbered(path, PreferenceRecord))
+        if not numbered:
+            raise InputError(f"{path}: no preference records (the file is empty)")
         got = [rec for _, rec in numbered]
         for line, rec in numbered:
             turns = (rec.chosen[-1:], rec.rejected[-1:])
