@@ -29,7 +29,7 @@ from pydantic import BaseModel
 
 from cai.constitution import load_constitution
 from cai.errors import InputError
-from cai.evaluate import load_labels
+from cai.evaluate import load_labels, load_suite
 from cai.feedback import load_pairs
 from cai.pipeline import load_recipe
 from cai.records import Message, PairRecord, PreferenceRecord, PromptRecord
@@ -315,6 +315,13 @@ NAMED_LINES = [
     ("recipe.yaml", load_recipe, b'version: 1\nname: "x \\ud800"\n', ":2: invalid YAML"),
     ("pairs.jsonl", load_pairs, b"\n\n", ": no pairs"),
     ("preferences.jsonl", _preferences, b"", ": no preference records"),
+    (
+        "preferences.jsonl",
+        _preferences,
+        _jsonl([PREF_ROWS[0], PREF_ROWS[1], PREF_ROWS[0]]),
+        ":3: duplicate preference id",
+    ),
+    ("empty-suite.jsonl", lambda p: load_suite(f"harmful={p}"), b"", ": no prompts"),
 ]
 
 
@@ -404,7 +411,7 @@ PREFERENCE = st.builds(
 
 
 @FAST
-@given(records=st.lists(PREFERENCE, min_size=1, max_size=4))
+@given(records=st.lists(PREFERENCE, min_size=1, max_size=4, unique_by=lambda r: r.id))
 def test_preferences_written_read_back_equal(
     tmp_path: Path, records: list[PreferenceRecord]
 ) -> None:

@@ -58,9 +58,15 @@ def vectors(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def plain(tiny_model: Path) -> Iterator[Any]:
-    b = load_backend(f"hf:{tiny_model}")
+    b = _load(f"hf:{tiny_model}")
     yield b
     b.close()
+
+
+def _load(spec: str, **kwargs: Any) -> Any:
+    """A backend in float32: "auto" is bfloat16 on CPUs with fast bf16, and the comparisons
+    below must not depend on the machine."""
+    return load_backend(spec, dtype="float32", **kwargs)
 
 
 def _requests() -> list[GenerationRequest]:
@@ -125,7 +131,7 @@ def test_fit_data_is_train_split_and_never_a_heldout_prompt() -> None:
 
 def test_alpha_zero_is_the_unsteered_model(vectors: Path, tiny_model: Path, plain: Any) -> None:
     for alphas in ("0", "harm.weapons=0,safety=0"):
-        steered = load_backend(f"hf:{tiny_model}+steer:{vectors}@{alphas}")
+        steered = _load(f"hf:{tiny_model}+steer:{vectors}@{alphas}")
         assert steered.generate(_requests(), GREEDY) == plain.generate(_requests(), GREEDY)
         assert steered.score(_score_request()) == plain.score(_score_request())
         steered.close()
@@ -137,7 +143,7 @@ def test_nonzero_alpha_moves_the_logits_by_the_documented_amount(
     import torch
 
     spec = f"hf:{tiny_model}+steer:{vectors}@safety=8"
-    steered = load_backend(spec)
+    steered = _load(spec)
     assert steered.score(_score_request()) != plain.score(_score_request())
     # The hook adds alpha * STEER_UNIT * residual_norm * unit direction to block 1's output.
     meta, tensors = read_vectors(vectors)
@@ -158,8 +164,8 @@ def test_nonzero_alpha_moves_the_logits_by_the_documented_amount(
 
 def test_steering_is_the_same_in_a_batch_as_alone(vectors: Path, tiny_model: Path) -> None:
     spec = f"hf:{tiny_model}+steer:{vectors}@harm.weapons=6,safety=-3"
-    batched = load_backend(spec, batch_size=8)
-    alone = load_backend(spec, batch_size=1, prefix_cache=False)
+    batched = _load(spec, batch_size=8)
+    alone = _load(spec, batch_size=1, prefix_cache=False)
     reqs = _requests()
     together = batched.generate(reqs, GREEDY)
     assert together == [alone.generate([r], GREEDY)[0] for r in reqs]
@@ -174,11 +180,11 @@ def test_steer_settings_are_in_the_spec_and_the_cache_key(
 ) -> None:
     from cai.backends._steer import file_digest
 
-    steered = load_backend(f"hf:{tiny_model}+steer:{vectors}@2,safety=4")
+    steered = _load(f"hf:{tiny_model}+steer:{vectors}@2,safety=4")
     digest = file_digest(vectors)
     assert steered.spec == f"hf:{tiny_model}+steer:{vectors}#{digest}@harm.weapons=2,safety=4"
     assert parse_spec(steered.spec)[0] == "hf"
-    again = load_backend(steered.spec)  # the recorded spec loads the same steered model
+    again = _load(steered.spec)  # the recorded spec loads the same steered model
     assert again.spec == steered.spec
     assert again.score(_score_request()) == steered.score(_score_request())
     cache = ResponseCache(tmp_path / "cache.sqlite")
@@ -208,15 +214,15 @@ def test_bad_inputs_are_one_line_errors_naming_the_file(
     }
     for spec, (path, text) in cases.items():
         with pytest.raises(InputError) as err:
-            load_backend(spec)
+            _load(spec)
         msg = str(err.value)
         assert str(path) in msg and text in msg and "\n" not in msg, msg
     with pytest.raises(InputError, match="steering needs a transformers model"):
-        load_backend(f"mock+steer:{vectors}@1")
+        _load(f"mock+steer:{vectors}@1")
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"not a tensor file")
     with pytest.raises(InputError, match=re.escape(f"{junk}: not a safetensors file")):
-        load_backend(f"{base}+steer:{junk}@1")
+        _load(f"{base}+steer:{junk}@1")
     # A file fitted on another model: same tensors, metadata saying hidden 32, 4 layers.
     meta, tensors = read_vectors(vectors)
     other = tmp_path / "other.safetensors"
@@ -224,7 +230,7 @@ def test_bad_inputs_are_one_line_errors_naming_the_file(
     with pytest.raises(
         InputError, match=re.escape(f"{other}: vectors for a model with hidden size 64 and 4")
     ):
-        load_backend(f"{base}+steer:{other}@1")
+        _load(f"{base}+steer:{other}@1")
     with pytest.raises(InputError, match="expected \\+steer:PATH@ALPHA"):
         parse_steer(str(vectors), "x")
 

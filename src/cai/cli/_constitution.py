@@ -155,11 +155,17 @@ def lint_cmd(file: str, embedder: str, llm: str | None, json_out: Path | None) -
     embed = None if embedder == "none" else get_embedder(embedder).embed
     confirm = llm_conflict_check(load_backend(llm)) if llm else None
     findings = lint(c, embed=embed, taxonomy=red_team_taxonomy(), confirm=confirm)
+    # Each finding names the file first, as compilers do, so a log of many lints stays readable.
+    where = escape(file)
     for f in findings:
-        console.print(f"[{_LEVEL_STYLE[f.level]}]{f.level}[/] {f.code}: {escape(f.message)}")
+        level = f"[{_LEVEL_STYLE[f.level]}]{f.level}[/]"
+        console.print(f"{where}: {level} {f.code}: {escape(f.message)}")
     errors = sum(f.level == "error" for f in findings)
     warnings = sum(f.level == "warning" for f in findings)
-    console.print(f"{c.name}: {errors} error(s), {warnings} warning(s), {len(findings)} finding(s)")
+    console.print(
+        f"{where} ({escape(c.name)}): {errors} error(s), {warnings} warning(s), "
+        f"{len(findings)} finding(s)"
+    )
     if json_out:
         json_out.write_text(json.dumps([f.model_dump() for f in findings], indent=2) + "\n")
     if errors:

@@ -86,6 +86,8 @@ def load_suite(arg: str, *, limit: int | None = None, split: str = "heldout") ->
         label = base if use_split == split else f"{base}:{use_split}"
         return make_suite(label, kind, prompts, source=f"builtin:{base}", split=use_split)
     prompts = load_prompts(arg, limit=limit)
+    if not prompts:  # a suite of nothing would report rates over n=0
+        raise InputError(f"{arg}: no prompts (the file is empty)")
     if kind is None:
         kinds = sorted({p.kind for p in prompts})
         if len(kinds) != 1 or kinds[0] not in SUITE_KINDS:

@@ -70,9 +70,11 @@ def read_sft(paths: Sequence[Path]) -> tuple[list[SFTExample], list[DataFile]]:
 
 
 def read_preferences(paths: Sequence[Path]) -> tuple[list[PreferenceRecord], list[DataFile]]:
-    """Every PreferenceRecord in the files, in order; an empty file is an error naming it."""
+    """Every PreferenceRecord in the files, in order; an empty file, or a pair id seen twice (in
+    one file or across them), is an error naming the file and line."""
     records: list[PreferenceRecord] = []
     files: list[DataFile] = []
+    seen: dict[str, str] = {}  # pair id -> "file:line" where it first appeared
     for path in paths:
         path = Path(path).expanduser().resolve()
         numbered = list(read_jsonl_numbered(path, PreferenceRecord))
@@ -80,6 +82,12 @@ def read_preferences(paths: Sequence[Path]) -> tuple[list[PreferenceRecord], lis
             raise InputError(f"{path}: no preference records (the file is empty)")
         got = [rec for _, rec in numbered]
         for line, rec in numbered:
+            # The same pair twice would count its preference twice in the loss.
+            if rec.id in seen:
+                raise InputError(
+                    f"{path}:{line}: duplicate preference id {rec.id!r} (first at {seen[rec.id]})"
+                )
+            seen[rec.id] = f"{path}:{line}"
             turns = (rec.chosen[-1:], rec.rejected[-1:])
             if not rec.prompt or any(not t or t[0].role != "assistant" for t in turns):
                 raise InputError(
