@@ -44,9 +44,12 @@ REPO = Path(__file__).resolve().parents[1]
 CAI = [sys.executable, "-m", "cai"]
 VOLATILE = frozenset(
     {"time", "seconds", "train_seconds", "durations", "created", "cached", "resumed_from", "sha256"}
+    # What one attempt of a stage did, by definition different after a resume: the tokens it
+    # spent and how many items an earlier attempt had finished.
+    | {"completion_tokens", "already_done"}
 )
-"""Fields that say when or how fast, whether the response cache answered, or hash a file that
-names its run directory: never compared."""
+"""Fields that say when or how fast, whether the response cache answered, what one attempt
+cost, or hash a file that names its run directory: never compared."""
 UNORDERED = frozenset({"target_modules"})
 """Lists that are sets (PEFT writes the LoRA target modules in hash order)."""
 TEMP_MARKERS = (".tmp", ".old-", "-tmp")

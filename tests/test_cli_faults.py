@@ -214,7 +214,7 @@ def _feedback(server: FakeOpenAIServer, tmp_path: Path, extra: list[str]) -> Non
     res = ok(cai(*args, "--out", str(out)))
     sent = requests_since(server, start)
     assert sent and all(any(f"q{i[1:]}z?" in m for i in failed) for m in sent)
-    assert row(res.output, "failed") == 0 and row(res.output, "labelled") == len(failed)
+    assert row(res.output, "failed") == 0 and row(res.output, "labelled") == len(ref_prefs)
     assert row(res.output, "already_done") == 12 - len(failed)
     assert by_id(jsonl(out / "judgements.jsonl")) == ref
     assert by_id(jsonl(out / "preferences.jsonl")) == ref_prefs

@@ -261,11 +261,11 @@ def test_stage_resumes_without_duplicates_or_model_calls(tmp_path: Path) -> None
     assert s1.labelled == 4 and s1.failed == 0
     seen = inner.requests_seen
     s2 = run_feedback_stage(_pairs(6), c, [be], tmp_path, cfg)
-    assert s2.already_done == 4 and s2.labelled == 2
+    assert s2.already_done == 4 and s2.labelled == 6  # the whole directory, not this run
     assert inner.requests_seen == seen + 2 * 4  # 2 new pairs x (2 reasoning + 2 scores)
     fresh = MockBackend(rules=CONTENT_JUDGE)
     s3 = run_feedback_stage(_pairs(6), c, [fresh], tmp_path, cfg)
-    assert s3.already_done == 6 and s3.labelled == 0 and fresh.calls == 0
+    assert s3.already_done == 6 and s3.labelled == 6 and fresh.calls == 0
     assert s3.stats.judged == 6 and s3.stats.position_bias.n == 12  # over the whole directory
     ids = [r.id for r in read_jsonl(tmp_path / "preferences.jsonl", PreferenceRecord)]
     assert sorted(ids) == [f"h{i}" for i in range(6)]
@@ -278,6 +278,7 @@ def test_ties_are_recorded_and_not_redone(tmp_path: Path) -> None:
     again = MockBackend()
     s = run_feedback_stage(_pairs(3), load_default(), [again], tmp_path)
     assert s.already_done == 3 and again.calls == 0
+    assert s.ties == 3 and s.labelled == 0  # a resumed run still reports the ties
     assert len((tmp_path / "ties.jsonl").read_text().splitlines()) == 3
 
 
@@ -290,7 +291,7 @@ def test_failed_reasoning_is_reported_and_retried(tmp_path: Path) -> None:
     s2 = run_feedback_stage(
         _pairs(3), c, [MockBackend(rules=CONTENT_JUDGE)], tmp_path, FeedbackConfig(cot=True)
     )
-    assert s2.already_done == 2 and s2.labelled == 1 and s2.failed == 0
+    assert s2.already_done == 2 and s2.labelled == 3 and s2.failed == 0
 
 
 def test_score_error_fails_the_batch_not_the_run() -> None:

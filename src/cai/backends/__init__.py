@@ -1,13 +1,23 @@
 """Model backends: one batch-first interface over mock, transformers, OpenAI-style servers.
 
 Owns: the ``Backend`` protocol, model-spec parsing and the registry, the response-cache wrapper,
-sentence embedders and the built-in backends (each lazily imported; only ``hf``/``embedded``
-and the ``minilm`` embedder touch torch).
+sentence embedders, the control tokens of conditional training (``+cond:``) and the built-in
+backends (each lazily imported; only ``hf``/``embedded`` and the ``minilm`` embedder touch
+torch).
 Must not know: constitutions, prompt templates, or any workflow.
 """
 
 from cai.backends._cached import CachedBackend
 from cai.backends._common import cpu_has_fast_bf16
+from cai.backends._control import (
+    CONTROL_FILE,
+    OK_TOKEN,
+    ControlFile,
+    find_control_token,
+    is_control_token,
+    read_control,
+    violates_token,
+)
 from cai.backends._embedded import cache_root, embedded_model_dir
 from cai.backends._embeddings import (
     Embedder,
@@ -26,9 +36,12 @@ from cai.backends._ray import RayBackend, init_ray
 from cai.backends._registry import backend_names, load_backend, parse_spec, register_backend
 
 __all__ = [
+    "CONTROL_FILE",
     "FALLBACK_CHAT_TEMPLATE",
+    "OK_TOKEN",
     "Backend",
     "CachedBackend",
+    "ControlFile",
     "Embedder",
     "HashEmbedder",
     "MiniLMEmbedder",
@@ -42,11 +55,15 @@ __all__ = [
     "cpu_has_fast_bf16",
     "embedded_model_dir",
     "embedder_names",
+    "find_control_token",
     "get_embedder",
     "init_ray",
+    "is_control_token",
     "load_backend",
     "parse_spec",
+    "read_control",
     "register_backend",
     "register_embedder",
     "resolve_spec",
+    "violates_token",
 ]

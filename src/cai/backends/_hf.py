@@ -1,7 +1,8 @@
 """The transformers backend: ``embedded``, ``hf:PATH_OR_ID[@revision][+ADAPTER]`` and ``run:DIR``.
 
-Owns: resolving those specs to a model dir (plus an optional PEFT adapter, and steering vectors
-hooked in for a ``+steer:`` suffix, see ``_steer``), loading the model on one device, batched
+Owns: resolving those specs to a model dir (plus an optional PEFT adapter, steering vectors
+hooked in for a ``+steer:`` suffix, see ``_steer``, and the control token of a model trained
+with them, ``_control``), loading the model on one device, batched
 chat generation (sorted by length, left-padded, stop strings, seeds) and batched
 log-probability scoring of candidate continuations.
 Must not know: constitutions, prompt templates, caches or any workflow. torch, transformers and
@@ -104,9 +105,12 @@ class GenerationStats:
 def resolve_spec(spec: str, cache_dir: str | Path | None = None) -> ModelSource:
     """Turn ``embedded``, ``hf:...`` or ``run:DIR`` into a ModelSource; InputError if unusable.
 
-    ``embedded`` is converted to its cache dir on first use (see ``embedded_model_dir``).
+    ``embedded`` is converted to its cache dir on first use (see ``embedded_model_dir``); a
+    ``+cond:`` suffix (``_control``) changes no weights and is ignored here.
     """
-    prefix, _, arg = spec.partition(":")
+    from cai.backends._control import split_cond
+
+    prefix, _, arg = split_cond(spec)[0].partition(":")
     if prefix == "embedded":
         if arg:
             raise InputError(f"model spec {spec!r}: 'embedded' takes no argument")
@@ -217,10 +221,16 @@ class HFBackend:
         self.prefix_cache = prefix_cache
         self.min_prefix_tokens = max(1, min_prefix_tokens)
         self._prefix_kv: dict[tuple[int, ...], Any] = {}
+        from cai.backends._control import control_prefix, read_control, split_cond
         from cai.backends._steer import load_steering
 
-        base_spec, self.steering = load_steering(spec)
+        cond_spec, cond = split_cond(spec)
+        base_spec, self.steering = load_steering(cond_spec)
         self.source = resolve_spec(base_spec, cache_dir)
+        own = self.source.adapter or Path(self.source.model)
+        # Conditional training's control token (``_control``): starts every assistant turn.
+        self.control = control_prefix(spec, cond, read_control(own) if own.is_dir() else None)
+        self.spec = cond_spec
         self.last_stats = GenerationStats()
         self.on_progress: Callable[[GenerationStats], None] | None = None
         torch = _torch()
@@ -230,6 +240,8 @@ class HFBackend:
         if self.steering is not None:  # hooks on the residual stream; see _steer
             self.steering.install(self.model)
             self.spec = f"{base_spec}+steer:{self.steering.arg()}"
+        if cond is not None or self.control:
+            self.spec += f"+cond:{self.control or 'none'}"
         self._cascade = prefix_cache and self._install_cascade()
         self._store: Any = None
         if prefix_cache and kv_store_bytes > 0:
@@ -295,7 +307,7 @@ class HFBackend:
         """The prompt text the model continues: chat template, generation prompt, prefill."""
         chat = [{"role": m.role, "content": m.content} for m in messages]
         text = self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-        return str(text) + prefill
+        return str(text) + self.control + prefill
 
     def _ids(self, text: str) -> list[int]:
         # The chat template already holds any BOS/special tokens the model expects.

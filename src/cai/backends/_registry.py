@@ -41,11 +41,14 @@ def backend_names() -> list[str]:
 def parse_spec(spec: str) -> tuple[str, str]:
     """Split ``prefix:argument``; raise InputError for an unknown prefix.
 
-    A ``+steer:`` suffix (steering vectors, ``_steer``) is part of the argument; the prefix is
-    the base model's, which must be a transformers one.
+    A ``+steer:`` suffix (steering vectors, ``_steer``) is part of the argument, and so is a
+    ``+cond:`` suffix (a control token, ``_control``); the prefix is the base model's, which
+    must then be a transformers one.
     """
+    from cai.backends._control import split_cond
     from cai.backends._steer import split_steer
 
+    spec = split_cond(spec)[0]  # InputError when a cond suffix follows a model it cannot take
     split_steer(spec)  # InputError when a steer suffix follows a model it cannot steer
     prefix, _, arg = spec.partition(":")
     if prefix.endswith("+steer"):  # embedded+steer:...: the prefix takes no argument of its own

@@ -16,6 +16,7 @@ OUTPUTS: dict[str, list[str]] = {
     "train_critic": ["models/critic", "data/critic_demonstrations.jsonl"],
     "train_feedback": ["models/feedback", "data/feedback_demonstrations.jsonl"],
     "critique": ["data/sl_cai.jsonl", "data/sft.jsonl", "data/critique_summary.json"],
+    "pretrain": ["models/pretrain", "data/pretrain_corpus.jsonl"],
     "sft": ["models/sft"],
     "pairs": ["data/pairs.jsonl", "data/pairs_summary.json"],
     "calibrate": ["calibration.json", "calibration"],
@@ -58,7 +59,7 @@ class RunContext:
         return n if self.limit is None else min(n, self.limit)
 
     def run_spec(self, name: str) -> str:
-        """The model spec of a model this run trains (critic, feedback, sft or dpo)."""
+        """The model spec of a model this run trains (critic, feedback, pretrain, sft or dpo)."""
         return f"run:{self.path(f'models/{name}')}"
 
     def trained_spec(self, name: str) -> str | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cai.store import load_yaml_model
 from cai.train import Distributed
@@ -138,8 +138,44 @@ class _TrainStage(_Section):
         }
 
 
+class PretrainStage(_TrainStage):
+    """Constitutional pre-training (off by default; examples/constitutional-pretraining.yaml):
+    continued training of the policy on text segments each tagged with a control token the
+    scorer chose (``<|ok|>``, or ``<|violates:ID|>``), saved as models/pretrain, which is
+    conditioned on ``<|ok|>`` whenever it is loaded (``run:DIR/models/pretrain``;
+    ``+cond:none`` drops the token). It runs after critique, on the run's own texts."""
+
+    enabled: bool = False
+    """Run the stage (otherwise it is skipped)."""
+    corpus: list[str] = []
+    """Corpus files (JSONL rows of text, prompt, harmful, principle_id, label; or plain text,
+    one segment a paragraph). Empty: the run's own texts: red-team drafts and usable revisions
+    (data/sl_cai.jsonl) and the policy's answers to helpful and look-alike prompts."""
+    detector: str = "rules"
+    """Refusal detector of the scorer (rules: the one that picks respond's SFT answers, so the
+    evaluation's hybrid and embedding detectors stay independent of the labels)."""
+    lora: Literal[False] = False
+    """Always a full model: a LoRA adapter cannot carry the new tokens' resized embeddings."""
+    train_layers: int | None = Field(8, ge=1)
+    """Train only the top N decoder layers and the final norm, embeddings frozen (None: every
+    weight); the backward pass stops at the lowest, so fewer layers train faster on CPU."""
+    epochs: float = Field(1.0, gt=0)
+    """Passes over the corpus."""
+    learning_rate: float = Field(1e-4, gt=0)
+    """Peak learning rate."""
+    checkpoint_steps: int = Field(10, ge=1)
+    """Optimizer steps between checkpoints (an interrupted stage resumes from the last)."""
+    evaluate: bool = True
+    """Also evaluate the pretrained model, conditioned on <|ok|> and unconditioned, beside
+    base, sft and dpo in the evaluate stage."""
+
+
 class SFTStage(_TrainStage):
     """Supervised fine-tuning on revisions plus helpfulness data (TRL SFTTrainer)."""
+
+    base: Literal["policy", "pretrain"] = "policy"
+    """What SFT starts from: models.policy, or models/pretrain (the pretrain stage must be on;
+    the SFT adapter then sits on the pretrained weights and answers unconditioned)."""
 
     helpful_ratio: float = Field(2.0, ge=0)
     """Helpfulness examples (ordinary and safe look-alike answers) per revision example."""
@@ -252,7 +288,7 @@ class DPOStage(_TrainStage):
     revision_pairs: bool = True
     """Also train on SL-CAI pairs (final revision preferred to the policy's draft, from every
     non-degenerate trace) besides the AI-feedback pairs; both counts go into the report."""
-    boundary_pairs: int = Field(0, ge=0)
+    boundary_pairs: int = Field(48, ge=0)
     """Also train on up to this many boundary pairs: on a safe look-alike request (a training
     prompt of the look-alike set), the policy's own helpful answer preferred to a decline taken
     from a usable revision. They mirror the revision pairs, so DPO learns where declining stops
@@ -347,6 +383,8 @@ class Stages(_Section):
     probe by default; it replaces ``models.feedback[0]`` in calibrate and feedback."""
     critique: CritiqueStage = CritiqueStage()
     """SL-CAI."""
+    pretrain: PretrainStage = PretrainStage()
+    """Constitutional pre-training on control-token-tagged text (off by default)."""
     sft: SFTStage = SFTStage()
     """Supervised fine-tuning."""
     pairs: PairsStage = PairsStage()
@@ -361,6 +399,12 @@ class Stages(_Section):
     """Red-teaming before and after training."""
     evaluate: EvaluateStage = EvaluateStage()
     """Evaluation."""
+
+    @model_validator(mode="after")
+    def _sft_base(self) -> Stages:
+        if self.sft.base == "pretrain" and not self.pretrain.enabled:
+            raise ValueError("sft.base is pretrain: turn the stage on (pretrain.enabled: true)")
+        return self
 
 
 class RaySettings(_Section):

@@ -73,6 +73,7 @@ def _sizes(ctx: RunContext) -> str:
         ("feedback demonstrations", _lines(p("data/feedback_demonstrations.jsonl"))),
         ("SL-CAI traces", _lines(p("data/sl_cai.jsonl"))),
         ("SL-CAI SFT examples (non-degenerate)", _lines(p("data/sft.jsonl"))),
+        ("pre-training segments (control-token tagged)", _lines(p("data/pretrain_corpus.jsonl"))),
         ("response pairs", _lines(p("data/pairs.jsonl"))),
         ("preference pairs (training)", _lines(p("data/preferences.jsonl"))),
         ("ties (kept out of training)", _lines(p("data/ties.jsonl"))),
@@ -242,10 +243,12 @@ def pipeline_sections(ctx: RunContext) -> list[tuple[str, str]]:
     """(title, escaped HTML) sections for report.html."""
     trace = ctx.path("data/sl_cai.jsonl")
     records = list(read_jsonl(trace, SLCAIRecord)) if trace.exists() else []
+    from cai.pipeline._pretrain import pretrain_section
     from cai.pipeline._redteam import redteam_section
     from cai.pipeline._routing_report import routing_sections
 
     redteam = redteam_section(ctx)
+    pretrain = pretrain_section(ctx)
     oversight = _oversight(ctx)
     return [
         ("Recipe and models per role", _recipe(ctx)),
@@ -255,6 +258,7 @@ def pipeline_sections(ctx: RunContext) -> list[tuple[str, str]]:
         ("Degenerate SL-CAI outputs", _degenerate(records)),
         ("Feedback model position bias", _bias(ctx)),
         ("SL-CAI examples: draft, critique, revision", _examples(ctx, records)),
+        *([pretrain] if pretrain else []),
         *([redteam] if redteam else []),
         *routing_sections(ctx.run_dir, records, ctx.constitution),
         *([oversight] if oversight else []),

@@ -102,7 +102,7 @@ def run_pipeline(
     return outcomes
 
 
-_TRAINING = frozenset({"train_critic", "train_feedback", "sft", "dpo"})
+_TRAINING = frozenset({"train_critic", "train_feedback", "pretrain", "sft", "dpo"})
 """Stages that fine-tune a model: no inference model is held open while they run."""
 
 

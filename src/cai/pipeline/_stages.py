@@ -41,6 +41,7 @@ from cai.pipeline._evaluators import (
     stage_train_critic,
     stage_train_feedback,
 )
+from cai.pipeline._pretrain import pretrain_models, sft_base, stage_pretrain
 from cai.pipeline._progress import request_progress
 from cai.pipeline._recipe import _TrainStage
 from cai.pipeline._redteam import resolve_source, stage_redteam
@@ -245,9 +246,10 @@ def stage_sft(ctx: RunContext) -> dict[str, Any]:
         raise StageSkipped("no usable SL-CAI revisions (all degenerate); see critique_summary")
     args = st.trainer_args(str(ctx.path("models/.sft-tmp")), ctx.recipe.seed)
     ctx.pool.release(ctx.run_spec("sft"))
+    base = sft_base(ctx)  # models.policy, or models/pretrain (stages.sft.base)
     job = TrainJob(
         method="sft",
-        base_model=ctx.recipe.models.policy,
+        base_model=base,
         data=[str(revisions)],
         helpful=[
             str(p)
@@ -258,7 +260,12 @@ def stage_sft(ctx: RunContext) -> dict[str, Any]:
         config={"helpful_ratio": st.helpful_ratio, **args},
     )
     res = _train(job, st)
-    return {"examples": res.n_examples, "steps": res.steps, "loss": res.final_loss}
+    detail: dict[str, Any] = {
+        "examples": res.n_examples,
+        "steps": res.steps,
+        "loss": res.final_loss,
+    }
+    return detail | ({"base": base} if st.base != "policy" else {})
 
 
 def stage_pairs(ctx: RunContext) -> dict[str, Any]:
@@ -507,6 +514,7 @@ def stage_evaluate(ctx: RunContext) -> dict[str, Any]:
     ev = ctx.recipe.stages.evaluate
     models = {"base": ctx.recipe.models.policy}
     models |= {n: spec for n in ("sft", "dpo") if (spec := ctx.trained_spec(n))}
+    models |= pretrain_models(ctx)  # conditioned on <|ok|> and not, when the stage ran
     suites = load_suites(ev.suites, limit=ctx.cap(ev.limit))
     judge_spec = ctx.recipe.models.judge
     judge = ctx.pool.get(judge_spec, dtype="float32") if judge_spec else None
@@ -563,6 +571,7 @@ STAGE_FUNCS: dict[str, Stage] = {
     "train_critic": stage_train_critic,
     "train_feedback": stage_train_feedback,
     "critique": stage_critique,
+    "pretrain": stage_pretrain,
     "sft": stage_sft,
     "pairs": stage_pairs,
     "calibrate": stage_calibrate,

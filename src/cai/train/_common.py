@@ -40,7 +40,7 @@ from cai.train._data import DataFile
 
 META = "train_meta.json"
 """Written last into a finished output directory; its presence marks the directory complete."""
-Method = Literal["sft", "dpo", "reward"]
+Method = Literal["sft", "dpo", "reward", "pretrain"]
 Task = Literal["causal", "reward"]
 
 
@@ -50,7 +50,7 @@ class TrainResult(Strict):
     version: Literal[1] = 1
     """Schema version."""
     method: Method
-    """sft, dpo or reward."""
+    """sft, dpo, reward or pretrain."""
     base_model: str
     """The base model spec as given (``embedded``, ``hf:...``, ``run:...``)."""
     base_path: str

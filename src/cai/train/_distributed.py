@@ -55,11 +55,11 @@ class TrainJob(Strict):
 
     version: Literal[1] = 1
     method: Method
-    """sft, dpo or reward."""
+    """sft, dpo, reward or pretrain."""
     base_model: str
     """Model spec to train."""
     data: list[str]
-    """Training record files (SFT examples or preferences)."""
+    """Training record files (SFT examples, preferences or pre-training segments)."""
     helpful: list[str] = Field(default_factory=list)
     """SFT only: helpfulness files mixed in."""
     out_dir: str
@@ -77,6 +77,10 @@ def run_job(job: TrainJob) -> TrainResult:
 
         helpful = [Path(p) for p in job.helpful]
         return train_sft(job.base_model, data, helpful, out, CaiSFTConfig(**job.config))
+    if job.method == "pretrain":
+        from cai.train.pretrain import CaiPretrainConfig, train_pretrain
+
+        return train_pretrain(job.base_model, data, out, CaiPretrainConfig(**job.config))
     if job.method == "dpo":
         from cai.train.dpo import CaiDPOConfig, train_dpo
 
