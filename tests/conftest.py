@@ -3,7 +3,9 @@ few ``slow`` tests on the embedded model."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,3 +38,28 @@ def one_torch_thread() -> object:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def interrupt_sft(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], Callable[[], None]]:
+    """``arm(step)`` makes every TRL SFTTrainer raise KeyboardInterrupt when it saves checkpoint
+    ``step`` (a crash between checkpoints); it returns the function that disarms it."""
+    import trl
+    from transformers import TrainerCallback
+
+    original = trl.SFTTrainer.__init__
+
+    def arm(step: int) -> Callable[[], None]:
+        class Interrupt(TrainerCallback):  # type: ignore[misc]
+            def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+                if state.global_step == step:
+                    raise KeyboardInterrupt
+
+        def with_interrupt(self: Any, *a: Any, **kw: Any) -> None:
+            original(self, *a, **kw)
+            self.add_callback(Interrupt())
+
+        monkeypatch.setattr(trl.SFTTrainer, "__init__", with_interrupt)
+        return lambda: monkeypatch.setattr(trl.SFTTrainer, "__init__", original)
+
+    return arm

@@ -5,6 +5,7 @@ cache, resume after an interruption) and bad demonstration files."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -217,32 +218,20 @@ def test_evaluators_train_then_the_run_uses_them_and_a_second_run_reuses_the_ada
 
 
 def test_a_run_interrupted_during_critic_training_resumes_from_its_checkpoint(
-    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    tiny_model: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    interrupt_sft: Callable[[int], Callable[[], None]],
 ) -> None:
-    from transformers import TrainerCallback
-
     recipe = _evaluator_recipe(tmp_path, tiny_model, monkeypatch)
     run = tmp_path / "run"
 
-    class Interrupt(TrainerCallback):  # type: ignore[misc]
-        def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            if state.global_step == 2:
-                raise KeyboardInterrupt
-
-    import trl
-
-    original = trl.SFTTrainer.__init__
-
-    def with_interrupt(self: Any, *a: Any, **kw: Any) -> None:
-        original(self, *a, **kw)
-        self.add_callback(Interrupt())
-
-    monkeypatch.setattr(trl.SFTTrainer, "__init__", with_interrupt)
+    disarm = interrupt_sft(2)
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(recipe, run, until="train_critic")
     assert (run / "models/.critic-checkpoints/checkpoint-2").is_dir()
     assert not (run / "models/critic").exists()  # nothing half-written looks finished
-    monkeypatch.setattr(trl.SFTTrainer, "__init__", original)
+    disarm()
     run_pipeline(recipe, run, until="train_critic")
     detail = EventLog(run / "events.jsonl").finished()["train_critic"].detail
     assert detail["resumed_from"] == "checkpoint-2" and detail["steps"] == 3

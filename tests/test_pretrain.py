@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -327,34 +328,19 @@ def test_a_run_pretrains_on_its_own_texts_then_sft_starts_from_it(
 
 
 def test_an_interrupted_pretrain_stage_resumes_from_its_checkpoint(
-    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tiny_model: Path, interrupt_sft: Callable[[int], Callable[[], None]]
 ) -> None:
-    from transformers import TrainerCallback
-
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("".join(f"Paragraph {i} about rivers and hills.\n\n" for i in range(10)))
     recipe = _recipe(tmp_path, tiny_model, corpus=[str(corpus)], checkpoint_steps=2)
     run = tmp_path / "run"
 
-    class Interrupt(TrainerCallback):  # type: ignore[misc]
-        def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            if state.global_step == 2:
-                raise KeyboardInterrupt
-
-    import trl
-
-    original = trl.SFTTrainer.__init__
-
-    def with_interrupt(self: Any, *a: Any, **kw: Any) -> None:
-        original(self, *a, **kw)
-        self.add_callback(Interrupt())
-
-    monkeypatch.setattr(trl.SFTTrainer, "__init__", with_interrupt)
+    disarm = interrupt_sft(2)
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(recipe, run, until="pretrain")
     assert (run / "models/.pretrain-checkpoints/checkpoint-2").is_dir()
     assert not (run / "models/pretrain").exists()  # nothing half-written looks finished
-    monkeypatch.setattr(trl.SFTTrainer, "__init__", original)
+    disarm()
     run_pipeline(recipe, run, until="pretrain")
     detail = EventLog(run / "events.jsonl").finished()["pretrain"].detail
     assert detail["resumed_from"] == "checkpoint-2" and detail["steps"] == 5
